@@ -1,0 +1,3 @@
+from bootc_builder.cli import main
+
+main()

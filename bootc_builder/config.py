@@ -1,0 +1,99 @@
+"""Typed options for each command, and the checks that turn raw flags into them."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bootc_builder.errors import InputError
+
+
+class PullPolicy(enum.StrEnum):
+    """When the service pulls base images; the values of `podman build --pull`."""
+
+    ALWAYS = "always"
+    MISSING = "missing"
+    NEVER = "never"
+    NEWER = "newer"
+
+
+class ImageFormat(enum.StrEnum):
+    """Manifest format of the built image, as `podman build --format`."""
+
+    OCI = "oci"
+    DOCKER = "docker"
+
+
+class LogFormat(enum.StrEnum):
+    """How log events are rendered on stderr."""
+
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    """Everything `bootc-build build` sends to the Podman service."""
+
+    context: Path
+    containerfile: Path
+    target: str | None = None
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    pull: PullPolicy = PullPolicy.MISSING
+    no_cache: bool = False
+    platform: str | None = None
+    image_format: ImageFormat = ImageFormat.OCI
+
+
+def parse_key_values(values: Iterable[str], *, option: str) -> dict[str, str]:
+    """Parse repeated ``KEY=VALUE`` options into a dict; later keys win.
+
+    Raises:
+        InputError: a value has no ``=`` or an empty key.
+    """
+    parsed: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(
+                f"invalid {option} {item!r}: expected KEY=VALUE, for example "
+                f"{option} VERSION=1.2"
+            )
+        parsed[key.strip()] = value
+    return parsed
+
+
+# A reference as containers/image accepts it: an optional registry host with a
+# port, lower-case path components, an optional tag and an optional digest.
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"^(?P<name>{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+)
+
+
+def validate_image_reference(reference: str, *, option: str = "--tag") -> str:
+    """Return ``reference`` unchanged if it is a valid image name.
+
+    Raises:
+        InputError: the reference is malformed; the message says why.
+    """
+    if _REFERENCE.match(reference):
+        return reference
+    repository = reference.split("@", 1)[0]
+    if repository.rsplit(":", 1)[0] != repository.rsplit(":", 1)[0].lower():
+        raise InputError(
+            f"invalid {option} {reference!r}: repository names must be lower-case"
+        )
+    raise InputError(
+        f"invalid {option} {reference!r}: expected NAME[:TAG], "
+        "for example localhost/my-image:latest"
+    )

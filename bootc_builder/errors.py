@@ -1,0 +1,110 @@
+"""Errors raised by bootc-build, and the exit code each one maps to.
+
+The hierarchy follows what a user can do about a failure::
+
+    BootcBuildError                  exit 1 unless a subclass says otherwise
+    ├── InputError                   exit 2: bad usage or input, nothing was sent
+    │   ├── ContainerfileError       the Containerfile cannot be read or is invalid
+    │   ├── TargetNotFoundError      --target names no stage
+    │   └── ContextError             the build context cannot be read or packed
+    ├── PodmanUnreachableError       exit 3: no Podman service answered
+    ├── PodmanAPIError               exit 1: the service rejected a request
+    └── BuildFailedError             exit 1: the build ran and failed
+        └── StepFailedError          a step of a stage failed
+
+Every message is one line meant for the user; context travels as attributes.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, shared by every command."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    INTERRUPTED = 130
+
+
+class BootcBuildError(Exception):
+    """Root of every error that bootc-build reports to the user."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class InputError(BootcBuildError):
+    """The command line, the Containerfile or the context is invalid."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ContainerfileError(InputError):
+    """The Containerfile cannot be read, parsed or resolved into stages."""
+
+
+class TargetNotFoundError(InputError):
+    """``--target`` names no stage of the Containerfile."""
+
+    def __init__(self, target: str, names: list[str], suggestion: str | None) -> None:
+        listed = ", ".join(names) if names else "none"
+        hint = f" (did you mean {suggestion}?)" if suggestion else ""
+        super().__init__(
+            f"unknown target {target!r}{hint}; the stages are named: {listed}"
+        )
+        self.target = target
+        self.names = names
+        self.suggestion = suggestion
+
+
+class ContextError(InputError):
+    """The build context directory or a file in it cannot be read."""
+
+
+class PodmanUnreachableError(BootcBuildError):
+    """No Podman service answered on any of the addresses tried."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class PodmanAPIError(BootcBuildError):
+    """The Podman service answered a request with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BuildFailedError(BootcBuildError):
+    """The build ran in the Podman service and did not produce an image."""
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class StepFailedError(BuildFailedError):
+    """A step of a stage failed; carries what is needed to debug it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str,
+        step: int,
+        instruction: str,
+        line: int | None,
+        exit_status: int | None,
+        tail: list[str],
+        last_layer: str | None,
+    ) -> None:
+        super().__init__(message, stage=stage)
+        self.step = step
+        self.instruction = instruction
+        self.line = line
+        self.exit_status = exit_status
+        self.tail = tail
+        self.last_layer = last_layer

@@ -1,0 +1,198 @@
+"""Logging set-up: structlog events rendered as console lines or JSON lines on stderr.
+
+Builds print hundreds of thousands of lines, so both pipelines are kept short:
+one processor adds the level and the timestamp, one renderer writes the line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from bootc_builder.config import LogFormat
+
+EventDict = MutableMapping[str, Any]
+
+# Events whose fields are shown in full by the console renderer; the rest show
+# only their message-like fields.
+_STAGE_KEYS = ("stage", "stage_index")
+
+
+def _compact_json(value: Any, **_: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class _Clock:
+    """An ISO 8601 UTC timestamp, formatting the seconds part once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        moment = time.time()
+        second = int(moment)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((moment - second) * 1000)
+        return f"{self._prefix}.{millis:03d}Z"
+
+
+def _add_level_and_time(clock: _Clock) -> structlog.types.Processor:
+    def processor(_: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        # The name, level and time come first so JSON lines read well.
+        return {
+            "event": event_dict.pop("event", ""),
+            "level": "warning" if method_name == "warn" else method_name,
+            "timestamp": clock.now(),
+            **event_dict,
+        }
+
+    return processor
+
+
+def use_colour(stream: TextIO) -> bool:
+    """Decide on colour from NO_COLOR, FORCE_COLOR and whether ``stream`` is a TTY."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return stream.isatty()
+
+
+def _describe_step_finished(fields: EventDict) -> str:
+    cached = " (cached)" if fields.get("cached") else ""
+    return f"--> {fields.get('layer')}{cached}"
+
+
+def _describe_stage_started(fields: EventDict) -> str:
+    return f"stage started: {fields.get('steps')} steps"
+
+
+def _describe_stage_finished(fields: EventDict) -> str:
+    return (
+        f"stage {fields.get('status')} in {fields.get('duration_s')} s: "
+        f"{fields.get('steps')} steps, {fields.get('cached_steps')} cached"
+    )
+
+
+def _describe_build_finished(fields: EventDict) -> str:
+    tags = ", ".join(fields.get("tags") or ()) or "no tags"
+    image_id = str(fields.get("image_id", ""))[:12]
+    return f"built {image_id} ({tags}) in {fields.get('duration_s')} s"
+
+
+_DESCRIBERS = {
+    "step.finished": _describe_step_finished,
+    "stage.started": _describe_stage_started,
+    "stage.finished": _describe_stage_finished,
+    "build.finished": _describe_build_finished,
+}
+
+
+class ConsoleRenderer:
+    """Render events as short human-readable lines, prefixed with their stage."""
+
+    def __init__(self, *, colour: bool) -> None:
+        self._dim = "\x1b[2m" if colour else ""
+        self._bold = "\x1b[1m" if colour else ""
+        self._red = "\x1b[31m" if colour else ""
+        self._yellow = "\x1b[33m" if colour else ""
+        self._reset = "\x1b[0m" if colour else ""
+
+    def __call__(self, _: Any, __: str, event_dict: EventDict) -> str:
+        event = event_dict.get("event", "")
+        stage = event_dict.get("stage")
+        prefix = f"{self._dim}[{stage}]{self._reset} " if stage is not None else ""
+        if event == "step.output":
+            return f"{prefix}{event_dict.get('line', '')}"
+        if event == "step.started":
+            return (
+                f"{prefix}{self._bold}STEP {event_dict.get('step')}/"
+                f"{event_dict.get('steps')}: {event_dict.get('instruction')}"
+                f"{self._reset}"
+            )
+        describe = _DESCRIBERS.get(event)
+        if describe is not None:
+            return f"{prefix}{self._dim}{describe(event_dict)}{self._reset}"
+        level = event_dict.get("level", "info")
+        colour = self._red if level in ("error", "critical") else self._yellow
+        label = f"{colour}{level}{self._reset}: " if level != "info" else ""
+        if "message" in event_dict:
+            return f"{prefix}{label}{event_dict['message']}"
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in event_dict.items()
+            if key not in ("event", "level", "timestamp", *_STAGE_KEYS)
+        )
+        return f"{prefix}{label}{self._dim}{event}{self._reset} {fields}".rstrip()
+
+
+class _StderrLogger:
+    """Write each rendered line to the current ``sys.stderr`` and flush it.
+
+    Looking ``sys.stderr`` up on each call keeps output capture in tests working.
+    """
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = log = msg
+
+
+def _stderr_logger_factory(*_: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
+def resolve_log_format(requested: LogFormat, stream: TextIO) -> LogFormat:
+    """Turn ``auto`` into console on a terminal and JSON lines otherwise."""
+    if requested is not LogFormat.AUTO:
+        return requested
+    return LogFormat.CONSOLE if stream.isatty() else LogFormat.JSON
+
+
+def configure_logging(
+    log_format: LogFormat, *, level: int = logging.DEBUG
+) -> LogFormat:
+    """Configure structlog for the process and return the format in use."""
+    chosen = resolve_log_format(log_format, sys.stderr)
+    renderer: structlog.types.Processor
+    if chosen is LogFormat.JSON:
+        renderer = structlog.processors.JSONRenderer(serializer=_compact_json)
+    else:
+        renderer = ConsoleRenderer(colour=use_colour(sys.stderr))
+    structlog.configure(
+        processors=[_add_level_and_time(_Clock()), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_stderr_logger_factory,
+        cache_logger_on_first_use=False,
+    )
+    _route_standard_logging(level)
+    return chosen
+
+
+class _ToStructlog(logging.Handler):
+    """Send podman-py's and urllib3's standard-library records through structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = structlog.get_logger(record.name)
+        logger.log(
+            record.levelno, "library.log", logger=record.name, text=record.getMessage()
+        )
+
+
+def _route_standard_logging(level: int) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [_ToStructlog()]
+    # Library debug output is noise unless the user asked for everything.
+    root.setLevel(max(level, logging.WARNING))

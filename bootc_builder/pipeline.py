@@ -1,0 +1,163 @@
+"""The build as a list of named steps, each of which may end the run with an error.
+
+1. ``load_containerfile``: read and check the Containerfile, expand ARGs.
+2. ``select_target``: find the target stage and the stages it needs.
+3. ``pack_context``: check the context and prepare the streamed archive.
+4. ``connect``: find or start a Podman service.
+5. ``run_build``: send the build, follow its stream, log per stage.
+
+Steps 1 to 3 run before anything is sent to Podman, so bad input fails fast.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import structlog
+
+from bootc_builder.buildstream import BuildMonitor, BuildResult
+from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy
+from bootc_builder.connection import open_connection
+from bootc_builder.containerfile import Containerfile, Stage, read_containerfile
+from bootc_builder.context import ContextArchive
+from bootc_builder.errors import BuildFailedError, ContextError, PodmanUnreachableError
+from bootc_builder.podman_api import PodmanConnection, QueryParams
+from bootc_builder.stages import needed_stages, resolve_target
+
+log = structlog.get_logger("bootc_builder")
+
+_MANIFEST_TYPES = {
+    ImageFormat.OCI: "application/vnd.oci.image.manifest.v1+json",
+    ImageFormat.DOCKER: "application/vnd.docker.distribution.manifest.v2+json",
+}
+# buildah's names for the pull policies of `podman build --pull`.
+_PULL_POLICIES = {
+    PullPolicy.ALWAYS: "always",
+    PullPolicy.MISSING: "missing",
+    PullPolicy.NEVER: "never",
+    PullPolicy.NEWER: "ifnewer",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPlan:
+    """What the checks before the build found: the stages and the context."""
+
+    containerfile: Containerfile
+    target: Stage
+    needed: list[int]
+    archive: ContextArchive
+
+
+def load_containerfile(options: BuildOptions) -> Containerfile:
+    return read_containerfile(options.containerfile, options.build_args)
+
+
+def select_target(
+    containerfile: Containerfile, target: str | None
+) -> tuple[Stage, list[int]]:
+    stage = resolve_target(containerfile, target)
+    return stage, needed_stages(containerfile, stage)
+
+
+def pack_context(options: BuildOptions) -> ContextArchive:
+    return ContextArchive(options.context, options.containerfile)
+
+
+def plan_build(options: BuildOptions) -> BuildPlan:
+    """Run every check that needs no Podman service.
+
+    Raises:
+        InputError: the Containerfile, the target or the context is invalid.
+    """
+    if not options.context.is_dir():
+        raise ContextError(
+            f"build context {str(options.context)!r} is not a directory; "
+            "pass an existing directory as CONTEXT"
+        )
+    containerfile = load_containerfile(options)
+    target, needed = select_target(containerfile, options.target)
+    archive = pack_context(options)
+    return BuildPlan(containerfile, target, needed, archive)
+
+
+def build_query(options: BuildOptions, plan: BuildPlan) -> QueryParams:
+    """Translate the options into libpod build query parameters."""
+    params: QueryParams = [
+        ("dockerfile", json.dumps([plan.archive.containerfile_name])),
+        # The libpod endpoint defaults to no layer cache; podman build uses it.
+        ("layers", "true"),
+        # Podman 4.3 leaves the working container of a failed step behind
+        # unless asked to remove it.
+        ("rm", "true"),
+        ("forcerm", "true"),
+        ("pullpolicy", _PULL_POLICIES[options.pull]),
+        # Podman 4.3 finds no cached layer when the format is left empty, so
+        # it is always sent; oci is what `podman build` uses by default.
+        ("outputformat", _MANIFEST_TYPES[options.image_format]),
+    ]
+    if options.target is not None:
+        params.append(("target", options.target))
+    params.extend(("t", tag) for tag in options.tags)
+    if options.build_args:
+        params.append(("buildargs", json.dumps(options.build_args)))
+    if options.labels:
+        params.append(("labels", json.dumps(options.labels)))
+    if options.no_cache:
+        params.append(("nocache", "true"))
+    if options.platform:
+        params.append(("platform", options.platform))
+    return params
+
+
+def run_build(
+    connection: PodmanConnection, options: BuildOptions, plan: BuildPlan
+) -> BuildResult:
+    """Send the build and follow its stream until the image is built.
+
+    Raises:
+        BuildFailedError: a step failed or the stream ended without an image.
+        PodmanUnreachableError: the service went away during the build.
+    """
+    monitor = BuildMonitor(plan.containerfile, plan.target, log)
+    log.info(
+        "build.started",
+        target=plan.target.label,
+        needed=[plan.containerfile.stages[i].label for i in plan.needed],
+        url=connection.url,
+    )
+    stream = connection.build(
+        build_query(options, plan), plan.archive.chunks(), headers={}
+    )
+    try:
+        for message in stream:
+            monitor.feed(message)
+    except PodmanUnreachableError as exc:
+        current = monitor.current_stage
+        during = f" during stage {current.label}" if current is not None else ""
+        raise PodmanUnreachableError(f"{exc}{during}") from exc
+    result = monitor.finish()
+    log.info(
+        "build.finished",
+        image_id=result.image_id,
+        tags=list(result.tags),
+        duration_s=result.duration_s,
+        context_files=plan.archive.files,
+        context_bytes=plan.archive.bytes,
+    )
+    return result
+
+
+def build(options: BuildOptions, *, url: str | None) -> BuildResult:
+    """Check the input, connect to Podman and run the build.
+
+    Raises:
+        InputError, PodmanUnreachableError, BuildFailedError.
+    """
+    plan = plan_build(options)
+    with open_connection(url) as connection:
+        return run_build(connection, options, plan)
+
+
+__all__ = ["BuildFailedError", "BuildPlan", "build", "build_query", "plan_build"]

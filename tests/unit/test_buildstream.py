@@ -1,0 +1,167 @@
+"""BuildMonitor against build streams recorded from Podman 4.3.1."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from bootc_builder.buildstream import BuildMonitor, BuildResult
+from bootc_builder.containerfile import parse_containerfile, read_containerfile
+from bootc_builder.errors import BuildFailedError, StepFailedError
+from bootc_builder.stages import resolve_target
+
+REPO = Path(__file__).resolve().parents[2]
+STREAMS = Path(__file__).parent / "streams"
+TWO_STAGE = REPO / "Containerfiles" / "two-stage" / "Containerfile"
+
+
+def _messages(name: str) -> list[dict[str, Any]]:
+    lines = (STREAMS / name).read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def _monitor(containerfile_path: Path, target: str | None) -> BuildMonitor:
+    containerfile = read_containerfile(containerfile_path)
+    stage = resolve_target(containerfile, target)
+    ticks = itertools.count()
+    return BuildMonitor(
+        containerfile, stage, structlog.get_logger(), clock=lambda: float(next(ticks))
+    )
+
+
+def _run(monitor: BuildMonitor, messages: list[dict[str, Any]]) -> BuildResult:
+    for message in messages:
+        monitor.feed(message)
+    return monitor.finish()
+
+
+def test_full_build_attributes_output_to_builder() -> None:
+    monitor = _monitor(TWO_STAGE, None)
+
+    with capture_logs() as events:
+        result = _run(monitor, _messages("two-stage-full.jsonl"))
+
+    output = [e for e in events if e["event"] == "step.output"]
+    assert [e["line"] for e in output] == ["example.com/hello", "COMMIT"]
+    assert output[0]["stage"] == "builder"
+    assert output[0]["stage_index"] == 0
+    assert output[1]["stage_index"] == 1
+    assert result.image_id.startswith("4acb383012ce")
+
+
+def test_full_build_reports_each_stage() -> None:
+    monitor = _monitor(TWO_STAGE, None)
+
+    with capture_logs() as events:
+        result = _run(monitor, _messages("two-stage-full.jsonl"))
+
+    finished = [e for e in events if e["event"] == "stage.finished"]
+    assert [e["stage"] for e in finished] == ["builder", "1"]
+    assert [e["steps"] for e in finished] == [5, 3]
+    assert [e["cached_steps"] for e in finished] == [0, 0]
+    assert all(e["duration_s"] > 0 for e in finished)
+    assert [s.status for s in result.stages] == ["done", "done"]
+
+
+def test_step_events_carry_containerfile_line() -> None:
+    monitor = _monitor(TWO_STAGE, None)
+
+    with capture_logs() as events:
+        _run(monitor, _messages("two-stage-full.jsonl"))
+
+    steps = [e for e in events if e["event"] == "step.started"]
+    go_build = next(e for e in steps if e["instruction"].startswith("RUN CGO_ENABLED"))
+    source_line = TWO_STAGE.read_text().splitlines()[go_build["line"] - 1]
+    assert source_line.startswith("RUN CGO_ENABLED=0")
+    assert go_build["step"] == 5
+    assert go_build["steps"] == 5
+
+
+def test_cached_build_counts_cache_hits() -> None:
+    monitor = _monitor(TWO_STAGE, None)
+
+    with capture_logs() as events:
+        result = _run(monitor, _messages("two-stage-cached.jsonl"))
+
+    finished = {e["stage"]: e for e in events if e["event"] == "stage.finished"}
+    assert finished["builder"]["cached_steps"] == 4
+    assert finished["1"]["cached_steps"] == 2
+    assert result.tags == ("localhost/bootc-build-demo/rec:1",)
+    layer_events = [e for e in events if e["event"] == "step.finished"]
+    assert all(e["cached"] for e in layer_events)
+
+
+def test_single_stage_stream_maps_to_target() -> None:
+    monitor = _monitor(TWO_STAGE, "builder")
+
+    with capture_logs() as events:
+        result = _run(monitor, _messages("two-stage-target-builder.jsonl"))
+
+    output = [e for e in events if e["event"] == "step.output"]
+    assert output[0]["line"] == "example.com/hello"
+    assert {e["stage"] for e in output} == {"builder"}
+    assert [s.label for s in result.stages] == ["builder"]
+
+
+def test_failed_run_names_stage_step_and_line() -> None:
+    monitor = _monitor(STREAMS / "failed-run.Containerfile", None)
+
+    with capture_logs(), pytest.raises(StepFailedError) as failure:
+        _run(monitor, _messages("failed-run.jsonl"))
+
+    error = failure.value
+    assert error.stage == "builder"
+    assert error.step == 3
+    assert error.line == 3
+    assert error.exit_status == 7
+    assert error.tail == ["preparing", "about to fail", "oops"]
+    assert error.last_layer == "d654dbabce1"
+    assert "podman run --rm -it d654dbabce1 /bin/sh" in str(error)
+    assert "failed-run.Containerfile:3" in str(error)
+
+
+def test_stream_without_image_id_fails() -> None:
+    monitor = _monitor(TWO_STAGE, None)
+    truncated = _messages("two-stage-full.jsonl")[:-1]
+
+    with capture_logs(), pytest.raises(BuildFailedError) as failure:
+        _run(monitor, truncated)
+
+    assert "without an image id" in str(failure.value)
+
+
+def test_lines_split_across_messages_are_joined() -> None:
+    containerfile = parse_containerfile("FROM scratch AS only\nRUN x\n")
+    monitor = BuildMonitor(
+        containerfile, containerfile.stages[0], structlog.get_logger()
+    )
+    messages = [
+        {"stream": "STEP 1/2: FROM scratch AS only\nSTEP 2/2: RUN x\npart"},
+        {"stream": "ial line\nsecond\n"},
+        {"stream": "COMMIT\n--> abcdef12345\n" + "a" * 64 + "\n"},
+    ]
+
+    with capture_logs() as events:
+        _run(monitor, messages)
+
+    lines = [e["line"] for e in events if e["event"] == "step.output"]
+    assert lines == ["partial line", "second", "COMMIT"]
+
+
+def test_error_before_any_step_is_build_failure() -> None:
+    containerfile = parse_containerfile("FROM scratch\n")
+    monitor = BuildMonitor(
+        containerfile, containerfile.stages[0], structlog.get_logger()
+    )
+
+    with capture_logs(), pytest.raises(BuildFailedError) as failure:
+        _run(monitor, [{"error": "no such image", "errorDetail": {"message": "x"}}])
+
+    assert not isinstance(failure.value, StepFailedError)
+    assert "no such image" in str(failure.value)
