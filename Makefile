@@ -58,7 +58,7 @@ demo: deps install standins
 	@echo "== the hello world binary in the final image"
 	podman run --rm $(DEMO_IMAGE) /usr/bin/hello
 
-test: deps install
+test: deps install lint
 	$(VENV)/bin/pytest
 
 lint: install

@@ -762,8 +762,8 @@ class _ProxyServer(socketserver.TCPServer):
             self.shutdown_request(request)
 
 
-class _UpstreamFailed(Exception):
-    """The upstream registry could not be reached or broke off a response."""
+class _ClientGone(Exception):
+    """The client closed its connection in the middle of a request body."""
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -782,7 +782,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         try:
             super().handle()
-        except OSError as error:
+        except (OSError, _ClientGone) as error:
             # The client went away or close() cut the connection.
             log.debug("fault proxy connection ended: %s", error)
 
@@ -818,7 +818,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def do_proxy(self) -> None:
         method, path = self.command, self.path
         fault = self.proxy._admit(method, path)
-        status: int | None = None
+        self._recorded = False
         try:
             if fault is None or fault.kind == "delay":
                 if fault is not None:
@@ -828,16 +828,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     if self.proxy._stopping.wait(fault.seconds):
                         self.close_connection = True
                         return
-                status = self._forward()
+                self._forward()
             elif fault.kind == "reset":
                 log.info("fault proxy resets %s %s", method, path)
                 self._reset_connection()
             else:
                 log.info("fault proxy returns %d to %s %s", fault.status, method, path)
                 self._send_fault(fault)
-                status = fault.status
         finally:
-            self.proxy._record(method, path, status)
+            if not self._recorded:
+                self._record(None)
+
+    def _record(self, status: int | None) -> None:
+        """Log the request once its status is known, before the client sees it,
+        so a test that got a response always finds its record."""
+        self._recorded = True
+        self.proxy._record(self.command, self.path, status)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_proxy
 
@@ -857,6 +863,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         # the client reads the status instead of a failed write.
         for _ in self._request_body():
             pass
+        self._record(fault.status)
         self.send_response_only(fault.status)
         if fault.retry_after is not None:
             self.send_header("Retry-After", str(fault.retry_after))
@@ -877,7 +884,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         while remaining > 0:
             data = self.rfile.read(min(_CHUNK, remaining))
             if not data:
-                raise ConnectionError("client closed the connection inside the body")
+                raise _ClientGone("client closed the connection inside the body")
             remaining -= len(data)
             yield data
 
@@ -885,7 +892,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         while True:
             size_line = self.rfile.readline(1024)
             if not size_line.endswith(b"\n"):
-                raise ConnectionError(f"invalid chunk size line {size_line!r}")
+                raise _ClientGone(f"invalid chunk size line {size_line!r}")
             yield size_line
             size = int(size_line.split(b";", 1)[0].strip(), 16)
             if size == 0:
@@ -894,23 +901,24 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             while remaining > 0:
                 data = self.rfile.read(min(_CHUNK, remaining))
                 if not data:
-                    raise ConnectionError("client closed the connection inside a chunk")
+                    raise _ClientGone("client closed the connection inside a chunk")
                 remaining -= len(data)
                 yield data
         # Trailer fields, then the empty line that ends the body.
         while True:
             line = self.rfile.readline(8192)
             if not line:
-                raise ConnectionError("client closed the connection in the trailer")
+                raise _ClientGone("client closed the connection in the trailer")
             yield line
             if line in (b"\r\n", b"\n"):
                 return
 
-    def _forward(self) -> int | None:
-        """Send the request upstream and stream the response back; return its
-        status, or None if the upstream failed before it sent one."""
+    def _forward(self) -> None:
+        """Send the request upstream and stream the response back."""
         try:
             response = self._send_upstream()
+        except _ClientGone:
+            raise
         except (OSError, http.client.HTTPException) as error:
             log.warning(
                 "fault proxy could not forward %s %s to %s: %s",
@@ -921,15 +929,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             )
             self._drop_upstream()
             self.close_connection = True
+            self._record(502)
             self.send_error(502, f"upstream registry failed: {error}")
-            return None
+            return
+        self._record(response.status)
         try:
             self._send_response(response)
         except (OSError, http.client.HTTPException):
             self._drop_upstream()
             self.close_connection = True
             raise
-        return response.status
 
     def _drop_upstream(self) -> None:
         if self.upstream_connection is not None:
@@ -990,6 +999,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
+        # read1 leaves a response with Content-Length: 0 open, and http.client
+        # sends no further request on the connection until the response is closed.
+        response.read()
 
 
 ProxyFactory = Callable[[Registry], FaultProxy]

@@ -12,7 +12,6 @@ import os
 import shutil
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
