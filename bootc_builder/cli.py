@@ -1,6 +1,7 @@
-"""The command-line interface: option wiring only; the work is in pipeline and stages.
+"""The command-line interface: option wiring only; the work is in pipeline and push.
 
-Exceptions become exit codes in ``main`` and nowhere else.
+Exceptions become exit codes in ``main`` and nowhere else. Heavy modules are
+imported inside the commands so that ``--version`` and ``--help`` start fast.
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import typer
 
 from bootc_builder import __version__
 from bootc_builder.config import ImageFormat, LogFormat, PullPolicy
-from bootc_builder.errors import BootcBuildError, ExitCode, StepFailedError
+from bootc_builder.errors import (
+    BootcBuildError,
+    ExitCode,
+    InputError,
+    RegistryError,
+    StepFailedError,
+)
 
 if TYPE_CHECKING:
     from bootc_builder.containerfile import Containerfile, Stage
+    from bootc_builder.push import PushedImage, RegistryOptions
 
 app = typer.Typer(
     name="bootc-build",
@@ -28,6 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+RESULT_SCHEMA = 1
 
 ContextArg = Annotated[
     Path,
@@ -48,6 +58,76 @@ TargetOpt = Annotated[
 BuildArgOpt = Annotated[
     list[str] | None,
     typer.Option("--build-arg", help="Build argument KEY=VALUE; repeatable."),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Podman service URL (unix://, tcp://, ssh://) [default: "
+        "CONTAINER_HOST, else the default sockets, else a private service].",
+    ),
+]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format", help="auto: console on a terminal, JSON lines otherwise."
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
+]
+TlsVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tls-verify/--no-tls-verify",
+        help="Require HTTPS and verify registry certificates.",
+    ),
+]
+AuthfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--authfile",
+        help="Registry auth file [default: REGISTRY_AUTH_FILE, else "
+        "$XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+        "~/.docker/config.json].",
+    ),
+]
+CredsOpt = Annotated[
+    str | None,
+    typer.Option("--creds", help="Registry credentials USER[:PASSWORD]."),
+]
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the registry password from stdin."),
+]
+RetryOpt = Annotated[
+    int,
+    typer.Option(
+        "--retry", min=0, max=100, help="Retries after a transient registry failure."
+    ),
+]
+RetryDelayOpt = Annotated[
+    str,
+    typer.Option(
+        "--retry-delay",
+        help="First wait before a retry (500ms, 2s, 1m); later waits double, "
+        "with jitter, within 10 minutes in all.",
+    ),
+]
+DigestfileOpt = Annotated[
+    Path | None,
+    typer.Option("--digestfile", help="Write the pushed digest to this file."),
+]
+PushFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        click_type=click.Choice(["oci", "v2s2"]),
+        help="Manifest format to push [default: the image's own].",
+    ),
 ]
 
 
@@ -81,6 +161,45 @@ def _default_containerfile(context: Path, given: Path | None) -> Path:
     return context / "Containerfile"
 
 
+def _registry_options(
+    *,
+    tls_verify: bool,
+    authfile: Path | None,
+    creds: str | None,
+    password_stdin: bool,
+    retry: int,
+    retry_delay: str,
+) -> RegistryOptions:
+    from bootc_builder.credentials import resolve_auth
+    from bootc_builder.push import RegistryOptions
+    from bootc_builder.retry import RetryPolicy, parse_duration
+
+    try:
+        first_delay = parse_duration(retry_delay)
+    except ValueError as exc:
+        raise InputError(f"invalid --retry-delay: {exc}") from None
+    password = _read_password_stdin() if password_stdin else None
+    auth = resolve_auth(creds=creds, password_stdin=password, authfile=authfile)
+    return RegistryOptions(
+        tls_verify=tls_verify,
+        auth=auth,
+        retry=RetryPolicy(retries=retry, first_delay=first_delay),
+    )
+
+
+def _read_password_stdin() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InputError("--password-stdin needs the password piped on stdin")
+    password = sys.stdin.read().rstrip("\r\n")
+    if not password:
+        raise InputError("--password-stdin read an empty password")
+    return password
+
+
+def _pushed_lines(pushed: list[PushedImage]) -> list[str]:
+    return [f"{image.ref}@{image.digest}" for image in pushed]
+
+
 @app.command()
 def build(
     context: ContextArg = Path("."),
@@ -108,24 +227,20 @@ def build(
     image_format: Annotated[
         ImageFormat, typer.Option("--format", help="Manifest format of the image.")
     ] = ImageFormat.OCI,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            help="Podman service URL (unix://, tcp://, ssh://) [default: "
-            "CONTAINER_HOST, else the default sockets, else a private service].",
-        ),
-    ] = None,
-    log_format: Annotated[
-        LogFormat,
-        typer.Option(
-            "--log-format",
-            help="auto: console on a terminal, JSON lines otherwise.",
-        ),
-    ] = LogFormat.AUTO,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")
+    push: Annotated[
+        bool, typer.Option("--push", help="Push every --tag after a successful build.")
     ] = False,
+    tls_verify: TlsVerifyOpt = True,
+    authfile: AuthfileOpt = None,
+    creds: CredsOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    retry: RetryOpt = 3,
+    retry_delay: RetryDelayOpt = "2s",
+    digestfile: DigestfileOpt = None,
+    url: UrlOpt = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build an image; the image id is printed on stdout."""
     from bootc_builder.config import (
@@ -134,8 +249,14 @@ def build(
         validate_image_reference,
     )
     from bootc_builder.logs import configure_logging
+    from bootc_builder.pipeline import build as run_build
+    from bootc_builder.push import write_digestfile
 
     configure_logging(log_format, level=logging.WARNING if quiet else logging.DEBUG)
+    if push and not tag:
+        raise InputError("--push needs at least one --tag to push to")
+    if digestfile is not None and not push:
+        raise InputError("--digestfile needs --push")
     options = BuildOptions(
         context=context,
         containerfile=_default_containerfile(context, file),
@@ -148,10 +269,92 @@ def build(
         platform=platform,
         image_format=image_format,
     )
-    from bootc_builder.pipeline import build as run
+    registry = _registry_options(
+        tls_verify=tls_verify,
+        authfile=authfile,
+        creds=creds,
+        password_stdin=password_stdin,
+        retry=retry,
+        retry_delay=retry_delay,
+    )
 
-    result = run(options, url=url)
-    typer.echo(result.image_id)
+    outcome = run_build(options, url=url, registry=registry, push=push)
+
+    if digestfile is not None:
+        write_digestfile(digestfile, outcome.pushed)
+    if as_json:
+        _print_json(
+            {
+                "schema": RESULT_SCHEMA,
+                "image_id": outcome.result.image_id,
+                "tags": list(outcome.result.tags),
+                "target": target,
+                "pushed": [image.as_dict() for image in outcome.pushed],
+            }
+        )
+        return
+    typer.echo(outcome.result.image_id)
+    for line in _pushed_lines(outcome.pushed):
+        typer.echo(line)
+
+
+@app.command(name="push")
+def push_command(
+    image: Annotated[str, typer.Argument(help="Local image to push.")],
+    destinations: Annotated[
+        list[str] | None,
+        typer.Argument(help="Where to push [default: the image's own name]."),
+    ] = None,
+    tls_verify: TlsVerifyOpt = True,
+    authfile: AuthfileOpt = None,
+    creds: CredsOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    manifest_format: PushFormatOpt = None,
+    digestfile: DigestfileOpt = None,
+    retry: RetryOpt = 3,
+    retry_delay: RetryDelayOpt = "2s",
+    url: UrlOpt = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push a local image to registries; prints REF@DIGEST for each destination."""
+    from bootc_builder.config import validate_image_reference
+    from bootc_builder.connection import open_connection
+    from bootc_builder.logs import configure_logging
+    from bootc_builder.push import push_image, write_digestfile
+
+    configure_logging(log_format, level=logging.WARNING if quiet else logging.INFO)
+    targets = [
+        validate_image_reference(d, option="DESTINATION") for d in destinations or ()
+    ] or [validate_image_reference(image, option="IMAGE")]
+    registry = _registry_options(
+        tls_verify=tls_verify,
+        authfile=authfile,
+        creds=creds,
+        password_stdin=password_stdin,
+        retry=retry,
+        retry_delay=retry_delay,
+    )
+
+    with open_connection(url) as connection:
+        if not connection.image_exists(image):
+            raise InputError(
+                f"image {image!r} not found in the Podman service's storage"
+            )
+        pushed = push_image(
+            connection, image, targets, registry, manifest_format=manifest_format
+        )
+
+    if digestfile is not None:
+        write_digestfile(digestfile, pushed)
+    if as_json:
+        _print_json(
+            {"schema": RESULT_SCHEMA, "pushed": [item.as_dict() for item in pushed]}
+        )
+        return
+    for line in _pushed_lines(pushed):
+        typer.echo(line)
 
 
 @app.command()
@@ -205,29 +408,40 @@ def _format_stages(
     return "\n".join(lines)
 
 
+def _print_json(document: dict[str, object]) -> None:
+    from bootc_builder.logs import redact
+
+    typer.echo(redact(json.dumps(document)))
+
+
 def _report_failure(exc: BootcBuildError) -> None:
     import structlog
 
     log = structlog.get_logger("bootc_builder")
+    fields: dict[str, object] = {
+        "message": str(exc),
+        "error": type(exc).__name__,
+        "exit_code": int(exc.exit_code),
+    }
     if isinstance(exc, StepFailedError):
-        log.error(
-            "build.failed",
-            message=str(exc),
+        fields.update(
             stage=exc.stage,
             step=exc.step,
             instruction=exc.instruction,
             containerfile_line=exc.line,
             exit_status=exc.exit_status,
             last_layer=exc.last_layer,
-            exit_code=int(exc.exit_code),
         )
+        log.error("build.failed", **fields)
         return
-    log.error(
-        "command.failed",
-        message=str(exc),
-        error=type(exc).__name__,
-        exit_code=int(exc.exit_code),
-    )
+    if isinstance(exc, RegistryError):
+        fields.update(
+            reference=exc.reference,
+            cause=exc.cause,
+            transient=exc.transient,
+            attempts=exc.attempts,
+        )
+    log.error("command.failed", **fields)
 
 
 def main() -> NoReturn:

@@ -9,8 +9,10 @@ The hierarchy follows what a user can do about a failure::
     │   └── ContextError             the build context cannot be read or packed
     ├── PodmanUnreachableError       exit 3: no Podman service answered
     ├── PodmanAPIError               exit 1: the service rejected a request
-    └── BuildFailedError             exit 1: the build ran and failed
-        └── StepFailedError          a step of a stage failed
+    ├── BuildFailedError             exit 1: the build ran and failed
+    │   └── StepFailedError          a step of a stage failed
+    ├── RegistryAttemptError         exit 1: one push, pull or lookup attempt failed
+    └── RegistryError                exit 1: a push or pull failed for good
 
 Every message is one line meant for the user; context travels as attributes.
 """
@@ -108,3 +110,31 @@ class StepFailedError(BuildFailedError):
         self.exit_status = exit_status
         self.tail = tail
         self.last_layer = last_layer
+
+
+class RegistryAttemptError(BootcBuildError):
+    """One attempt at a registry operation failed, with the text that says why.
+
+    The retry loop classifies the text and decides whether to try again.
+    """
+
+
+class RegistryError(BootcBuildError):
+    """A push or a pull failed; says whether retrying could have helped."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reference: str,
+        cause: str,
+        transient: bool,
+        attempts: int = 1,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reference = reference
+        self.cause = cause
+        self.transient = transient
+        self.attempts = attempts
+        self.hint = hint

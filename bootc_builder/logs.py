@@ -25,6 +25,43 @@ EventDict = MutableMapping[str, Any]
 _STAGE_KEYS = ("stage", "stage_index")
 
 
+# Passwords and secret values seen by this process. A redaction processor runs
+# before any renderer, so none of them reaches a log line or an error message.
+_SECRETS: set[str] = set()
+REDACTED = "***"
+
+
+def register_secret(value: str) -> None:
+    """Make sure ``value`` is replaced by ``***`` wherever it would be logged."""
+    # Very short values would blank out ordinary words of unrelated output.
+    if len(value) >= 3:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret replaced."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    return value
+
+
+def _redact_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    if not _SECRETS:
+        return event_dict
+    return {key: _redact_value(value) for key, value in event_dict.items()}
+
+
 def _compact_json(value: Any, **_: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -172,7 +209,7 @@ def configure_logging(
     else:
         renderer = ConsoleRenderer(colour=use_colour(sys.stderr))
     structlog.configure(
-        processors=[_add_level_and_time(_Clock()), renderer],
+        processors=[_redact_secrets, _add_level_and_time(_Clock()), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,

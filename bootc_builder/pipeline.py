@@ -3,8 +3,10 @@
 1. ``load_containerfile``: read and check the Containerfile, expand ARGs.
 2. ``select_target``: find the target stage and the stages it needs.
 3. ``pack_context``: check the context and prepare the streamed archive.
-4. ``connect``: find or start a Podman service.
-5. ``run_build``: send the build, follow its stream, log per stage.
+4. ``open_connection``: find or start a Podman service.
+5. ``pull_bases``: pull the bases of the needed stages, with retries.
+6. ``run_build``: send the build, follow its stream, log per stage.
+7. ``push_image``: with ``--push``, push every tag and read back its digest.
 
 Steps 1 to 3 run before anything is sent to Podman, so bad input fails fast.
 """
@@ -12,7 +14,7 @@ Steps 1 to 3 run before anything is sent to Podman, so bad input fails fast.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -21,8 +23,9 @@ from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy
 from bootc_builder.connection import open_connection
 from bootc_builder.containerfile import Containerfile, Stage, read_containerfile
 from bootc_builder.context import ContextArchive
-from bootc_builder.errors import BuildFailedError, ContextError, PodmanUnreachableError
+from bootc_builder.errors import ContextError, PodmanUnreachableError
 from bootc_builder.podman_api import PodmanConnection, QueryParams
+from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
 from bootc_builder.stages import needed_stages, resolve_target
 
 log = structlog.get_logger("bootc_builder")
@@ -149,15 +152,56 @@ def run_build(
     return result
 
 
-def build(options: BuildOptions, *, url: str | None) -> BuildResult:
-    """Check the input, connect to Podman and run the build.
+def external_bases(plan: BuildPlan) -> list[str]:
+    """List the base images of the needed stages that are neither stages nor scratch."""
+    stages = plan.containerfile.stages
+    bases: list[str] = []
+    for index in plan.needed:
+        stage = stages[index]
+        earlier = {s.name for s in stages[:index] if s.name} | {
+            str(s.index) for s in stages[:index]
+        }
+        if stage.base in earlier or stage.base == "scratch" or stage.base in bases:
+            continue
+        bases.append(stage.base)
+    return bases
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOutcome:
+    """A successful build and, with ``--push``, where it went."""
+
+    result: BuildResult
+    pushed: list[PushedImage]
+
+
+def build(
+    options: BuildOptions,
+    *,
+    url: str | None,
+    registry: RegistryOptions,
+    push: bool = False,
+) -> BuildOutcome:
+    """Check the input, connect to Podman, pull bases, build, and push if asked.
 
     Raises:
-        InputError, PodmanUnreachableError, BuildFailedError.
+        InputError, PodmanUnreachableError, RegistryError, BuildFailedError.
     """
     plan = plan_build(options)
     with open_connection(url) as connection:
-        return run_build(connection, options, plan)
-
-
-__all__ = ["BuildFailedError", "BuildPlan", "build", "build_query", "plan_build"]
+        pulled = pull_bases(
+            connection,
+            external_bases(plan),
+            options.pull,
+            registry,
+            platform=options.platform,
+        )
+        if pulled:
+            # The bases are in place; a second pull inside the build would
+            # run without the retries above.
+            options = replace(options, pull=PullPolicy.MISSING)
+        result = run_build(connection, options, plan)
+        pushed: list[PushedImage] = []
+        if push:
+            pushed = push_image(connection, result.image_id, options.tags, registry)
+        return BuildOutcome(result, pushed)

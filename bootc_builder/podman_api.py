@@ -9,16 +9,26 @@ Every podman-py and requests exception is translated here, in
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
+import urllib3
 from podman.api.client import APIClient
 from podman.errors import APIError, PodmanError
 
-from bootc_builder.errors import PodmanAPIError, PodmanUnreachableError
+from bootc_builder.errors import (
+    PodmanAPIError,
+    PodmanUnreachableError,
+    RegistryAttemptError,
+)
 
 # The oldest libpod API that has every build parameter used here.
 API_VERSION = "4.0.0"
@@ -127,6 +137,243 @@ class PodmanConnection:
                         yield _decode(raw)
         finally:
             response.close()
+
+    def image_exists(self, reference: str) -> bool:
+        """Return whether the service's storage has ``reference``."""
+        with _translate_errors(self.url, f"look up image {reference}"):
+            response = self._client.get(f"/images/{quote(reference, safe='')}/exists")
+            return bool(response.status_code == 204)
+
+    def image_size(self, reference: str) -> int | None:
+        """Return the size in bytes of a local image, or None when unknown."""
+        with _translate_errors(self.url, f"inspect image {reference}"):
+            response = self._client.get(f"/images/{quote(reference, safe='')}/json")
+            if response.status_code != 200:
+                return None
+            size = response.json().get("Size")
+            return int(size) if isinstance(size, int) else None
+
+    def push(
+        self,
+        source: str,
+        destination: str,
+        *,
+        tls_verify: bool,
+        manifest_format: str | None,
+        headers: dict[str, str],
+    ) -> list[str]:
+        """Push ``source`` to ``destination`` and return the service's progress lines.
+
+        Raises:
+            RegistryAttemptError: the service or the registry reported a failure,
+                as an HTTP error or as an ``error`` line in a streamed 200.
+        """
+        params: QueryParams = [
+            ("destination", destination),
+            ("tlsVerify", "true" if tls_verify else "false"),
+            ("quiet", "false"),
+        ]
+        if manifest_format is not None:
+            params.append(("format", manifest_format))
+        path = f"/images/{quote(source, safe='')}/push"
+        return self._registry_stream(path, params, headers, f"push {destination}")
+
+    def pull(
+        self,
+        reference: str,
+        *,
+        policy: str,
+        tls_verify: bool,
+        platform: str | None,
+        headers: dict[str, str],
+    ) -> list[str]:
+        """Pull ``reference`` under a pull policy and return the progress lines.
+
+        Raises:
+            RegistryAttemptError: the pull failed.
+        """
+        params: QueryParams = [
+            ("reference", reference),
+            ("policy", policy),
+            ("tlsVerify", "true" if tls_verify else "false"),
+            ("quiet", "false"),
+        ]
+        if platform:
+            for key, value in zip(
+                ("OS", "Arch", "Variant"), platform.split("/"), strict=False
+            ):
+                params.append((key, value))
+        return self._registry_stream(
+            "/images/pull", params, headers, f"pull {reference}"
+        )
+
+    def _registry_stream(
+        self, path: str, params: QueryParams, headers: dict[str, str], action: str
+    ) -> list[str]:
+        lines: list[str] = []
+        with _translate_errors(self.url, action):
+            try:
+                response = self._client.post(
+                    path,
+                    params=params,  # type: ignore[arg-type]
+                    headers=headers,
+                    stream=True,
+                )
+                response.raise_for_status()
+            except APIError as exc:
+                if exc.response is None:
+                    raise
+                raise RegistryAttemptError(_service_message(exc)) from exc
+            try:
+                for raw in response.iter_lines():
+                    if not raw:
+                        continue
+                    message = _decode(raw)
+                    if message.get("error"):
+                        raise RegistryAttemptError(str(message["error"]).strip())
+                    text = message.get("stream")
+                    if isinstance(text, str) and text.strip():
+                        lines.append(text.strip())
+            finally:
+                response.close()
+        return lines
+
+
+_MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+CERTS_DIR = Path("/etc/containers/certs.d")
+
+
+def fetch_manifest_digest(
+    reference: str,
+    *,
+    tls_verify: bool,
+    credential: tuple[str, str] | None,
+    timeout: float = 30.0,
+) -> str:
+    """Ask the registry which manifest digest it serves for ``reference``.
+
+    The digest of the local image is not this: a push re-encodes the manifest.
+    With ``tls_verify`` off, HTTPS without verification is tried first and
+    plain HTTP after it, as Podman does for insecure registries.
+
+    Raises:
+        RegistryAttemptError: the registry could not be asked or did not answer.
+    """
+    host, repository, tag = split_reference(reference)
+    path = f"/v2/{repository}/manifests/{tag}"
+    schemes = ["https"] if tls_verify else ["https", "http"]
+    last_error = "no answer"
+    for scheme in schemes:
+        verify: bool | str = _ca_bundle(host) if tls_verify else False
+        try:
+            response = _get_with_auth(
+                f"{scheme}://{host}{path}", verify, credential, timeout, repository
+            )
+        except requests.exceptions.SSLError as exc:
+            if tls_verify:
+                raise RegistryAttemptError(f"x509: {exc}") from exc
+            last_error = str(exc)
+            continue
+        except requests.RequestException as exc:
+            last_error = f"{exc}"
+            if scheme == schemes[-1]:
+                raise RegistryAttemptError(last_error) from exc
+            continue
+        if response.status_code != 200:
+            raise RegistryAttemptError(
+                f"received unexpected HTTP status: {response.status_code} "
+                f"{response.reason} asking {host} for {repository}:{tag}"
+            )
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return str(digest)
+        return "sha256:" + hashlib.sha256(response.content).hexdigest()
+    raise RegistryAttemptError(last_error)
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """Split ``host/repo:tag`` into host, repository and tag or digest."""
+    name, at, digest = reference.partition("@")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, remainder = first, rest
+    else:
+        host, remainder = "docker.io", name
+        if "/" not in remainder:
+            remainder = f"library/{remainder}"
+    repository, colon, tag = remainder.rpartition(":")
+    if not colon or "/" in tag:
+        repository, tag = remainder, "latest"
+    if at:
+        tag = digest
+    if host == "docker.io":
+        host = "registry-1.docker.io"
+    return host, repository, tag
+
+
+def _ca_bundle(host: str) -> bool | str:
+    folder = CERTS_DIR / host
+    certificates = sorted(folder.glob("*.crt")) if folder.is_dir() else []
+    return str(certificates[0]) if certificates else True
+
+
+def _get_with_auth(
+    url: str,
+    verify: bool | str,
+    credential: tuple[str, str] | None,
+    timeout: float,
+    repository: str,
+) -> requests.Response:
+    headers = {"Accept": _MANIFEST_ACCEPT}
+    with warnings.catch_warnings():
+        # Verification is off only when the user asked for --no-tls-verify.
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        response = requests.get(url, headers=headers, verify=verify, timeout=timeout)
+        if response.status_code != 401 or credential is None:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            token = _bearer_token(challenge, verify, credential, timeout, repository)
+            headers["Authorization"] = f"Bearer {token}"
+            return requests.get(url, headers=headers, verify=verify, timeout=timeout)
+        return requests.get(
+            url, headers=headers, verify=verify, timeout=timeout, auth=credential
+        )
+
+
+def _bearer_token(
+    challenge: str,
+    verify: bool | str,
+    credential: tuple[str, str],
+    timeout: float,
+    repository: str,
+) -> str:
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    params = {
+        "service": fields.get("service", ""),
+        "scope": f"repository:{repository}:pull",
+    }
+    response = requests.get(
+        fields.get("realm", ""),
+        params=params,
+        auth=credential,
+        verify=verify,
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise RegistryAttemptError(
+            f"received unexpected HTTP status: {response.status_code} "
+            f"{response.reason} from the token service: authentication required"
+        )
+    body = response.json()
+    return str(body.get("token") or body.get("access_token") or "")
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

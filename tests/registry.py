@@ -24,6 +24,7 @@ import socketserver
 import ssl
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -185,13 +186,17 @@ class Registry:
             _stop_process(self.process)
         finally:
             self._session.close()
-            if self.certs_dir is not None:
-                shutil.rmtree(self.certs_dir, ignore_errors=True)
-                if self._remove_certs_d:
-                    # Only removes CERTS_D if nothing else was put there meanwhile.
-                    with contextlib.suppress(OSError):
-                        CERTS_D.rmdir()
+            self._remove_certs_dir()
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _remove_certs_dir(self) -> None:
+        if self.certs_dir is None:
+            return
+        shutil.rmtree(self.certs_dir, ignore_errors=True)
+        if self._remove_certs_d:
+            # rmdir fails, and CERTS_D stays, if something else was put there.
+            with contextlib.suppress(OSError):
+                CERTS_D.rmdir()
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -217,7 +222,7 @@ def _run_tool(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _make_certificate(folder: Path) -> tuple[Path, Path]:
-    """Create a self-signed certificate for IP 127.0.0.1; return (cert, key)."""
+    """Create a self-signed certificate for IP 127.0.0.1 and return (cert, key)."""
     cert = folder / "registry.crt"
     key = folder / "registry.key"
     _run_tool(
@@ -253,7 +258,6 @@ def _registry_config(kind: RegistryKind, workdir: Path, port: int) -> dict[str, 
     http_config: dict[str, object] = {
         "addr": f"{LOOPBACK}:{port}",
         "secret": secrets.token_hex(16),
-        "headers": {"X-Content-Type-Options": ["nosniff"]},
     }
     config: dict[str, object] = {
         "version": 0.1,
@@ -307,7 +311,7 @@ def _wait_until_ready(registry: Registry) -> None:
 
 
 def _claim_certs_dir(host: str) -> tuple[Path, bool]:
-    """Create CERTS_D/host; return it and whether CERTS_D itself was created."""
+    """Create CERTS_D/host and return it and whether CERTS_D was created too."""
     if not os.access(CERTS_D if CERTS_D.exists() else CERTS_D.parent, os.W_OK):
         pytest.fail(
             f"a TLS registry needs write access to {CERTS_D} so that Podman trusts "
@@ -324,11 +328,17 @@ def _claim_certs_dir(host: str) -> tuple[Path, bool]:
     return certs_dir, created_parent
 
 
-def start_registry(kind: RegistryKind, workdir: Path) -> Registry:
-    """Start a registry of the given kind; the caller must call close() on it.
+def _check_kind(kind: str) -> None:
+    if kind not in ("plain", "auth", "tls"):
+        raise ValueError(f"unknown registry kind {kind!r}; use plain, auth or tls")
 
-    workdir must be an empty folder. close() deletes it.
+
+def start_registry(kind: RegistryKind, workdir: Path) -> Registry:
+    """Start a registry of the given kind, which the caller must close().
+
+    workdir must be an empty folder, and close() deletes it.
     """
+    _check_kind(kind)
     if shutil.which(REGISTRY_BINARY) is None:
         pytest.fail(
             f"{REGISTRY_BINARY} is not installed; run `make deps` or .ci/run first"
@@ -341,8 +351,6 @@ def start_registry(kind: RegistryKind, workdir: Path) -> Registry:
         (workdir / "htpasswd").write_text(entry.strip() + "\n")
     elif kind == "tls":
         ca_file, _ = _make_certificate(workdir)
-    elif kind != "plain":
-        raise ValueError(f"unknown registry kind {kind!r}; use plain, auth or tls")
 
     # REGISTRY_* variables override the configuration file.
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
@@ -381,8 +389,7 @@ def start_registry(kind: RegistryKind, workdir: Path) -> Registry:
         except RuntimeError:
             bind_failed = "address already in use" in registry.read_log()
             _stop_process(process)
-            if registry.certs_dir is not None:
-                shutil.rmtree(registry.certs_dir, ignore_errors=True)
+            registry._remove_certs_dir()
             if bind_failed and attempt < attempts:
                 log.warning("port %d was taken before the registry bound it", port)
                 continue
@@ -400,14 +407,14 @@ RegistryFactory = Callable[[RegistryKind], Registry]
 
 
 @pytest.fixture
-def registry_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[RegistryFactory]:
+def registry_factory() -> Iterator[RegistryFactory]:
     """Return start(kind) for registries that all stop when the test ends."""
     started: list[Registry] = []
 
     def start(kind: RegistryKind = "plain") -> Registry:
-        registry = start_registry(kind, tmp_path_factory.mktemp(f"registry-{kind}"))
+        _check_kind(kind)
+        workdir = Path(tempfile.mkdtemp(prefix=f"bootc-build-registry-{kind}-"))
+        registry = start_registry(kind, workdir)
         started.append(registry)
         return registry
 
@@ -447,8 +454,11 @@ def tls_registry(registry_factory: RegistryFactory) -> Registry:
 
 
 class ProxyRecord(NamedTuple):
-    """One request the proxy handled; status is None when it reset the
-    connection or the upstream failed before it returned a status."""
+    """One request the proxy received and the status it sent back.
+
+    status is 502 when the upstream registry failed, and None when the proxy
+    reset the connection or closed it without a response.
+    """
 
     method: str
     path: str
@@ -467,7 +477,8 @@ class _Fault:
 
 UPLOAD_METHODS = frozenset({"POST", "PATCH", "PUT"})
 
-# Headers that apply to one connection only (RFC 9110, section 7.6.1).
+# Headers that apply to one connection only (RFC 9110, section 7.6.1), and
+# Expect, because BaseHTTPRequestHandler has already sent 100 Continue for it.
 # Transfer-Encoding is not in the list because the proxy forwards chunked
 # bodies with their framing.
 _HOP_BY_HOP = frozenset(
@@ -574,7 +585,7 @@ class FaultProxy:
             self._deny_status = status
 
     def clear_faults(self) -> None:
-        """Drop queued faults and stop deny_all; the counters are kept."""
+        """Drop queued faults and stop deny_all. The counters keep their values."""
         with self._lock:
             self._faults.clear()
             self._deny_status = None
@@ -703,7 +714,10 @@ class FaultProxy:
             self._sockets.discard(sock)
 
     def _rewrite_location(self, location: str) -> str:
-        """Point an absolute upstream URL at the proxy; keep other values."""
+        """Return location with an absolute upstream URL pointed at the proxy.
+
+        Relative and foreign locations are returned unchanged.
+        """
         prefix = self.upstream.url
         if location.startswith(prefix + "/") or location == prefix:
             return self.url + location[len(prefix) :]
@@ -796,7 +810,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         log.debug("fault proxy: " + format, *args)
 
     def _client_starts_tls(self) -> bool:
-        """Reject a TLS handshake the way Go's net/http does on a plain port.
+        """Reject a TLS ClientHello with 400 and return whether it did.
 
         containers/image tries HTTPS first even for an insecure registry and falls
         back to HTTP when the TLS handshake fails. Without this check the handler
@@ -808,8 +822,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return True
         if first and first[0] == _TLS_HANDSHAKE_RECORD:
             self.wfile.write(
-                b"HTTP/1.0 400 Bad Request\r\n\r\n"
-                b"Client sent an HTTP request to an HTTPS server.\n"
+                b"HTTP/1.1 400 Bad Request\r\n"
+                b"Connection: close\r\nContent-Length: 0\r\n\r\n"
             )
             return True
         return False
@@ -873,7 +887,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(fault.body)))
         self.end_headers()
-        self.wfile.write(fault.body)
+        if self.command != "HEAD":
+            self.wfile.write(fault.body)
 
     def _request_body(self) -> Iterator[bytes]:
         """Yield the request body as received, with chunked framing kept."""
@@ -894,7 +909,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if not size_line.endswith(b"\n"):
                 raise _ClientGone(f"invalid chunk size line {size_line!r}")
             yield size_line
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _ClientGone(f"invalid chunk size line {size_line!r}") from None
             if size == 0:
                 break
             remaining = size + 2  # the chunk and its CRLF
@@ -918,6 +936,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         try:
             response = self._send_upstream()
         except _ClientGone:
+            # The upstream got part of a request and cannot be reused.
+            self._drop_upstream()
+            self.close_connection = True
             raise
         except (OSError, http.client.HTTPException) as error:
             log.warning(
@@ -964,6 +985,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         return upstream.getresponse()
 
     def _send_response(self, response: http.client.HTTPResponse) -> None:
+        chunked = self._send_response_headers(response)
+        if self.command == "HEAD" or response.status in (204, 304):
+            response.read()
+            return
+
+        while data := response.read1(_CHUNK):
+            if chunked:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                self.wfile.write(data)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+        # read1 leaves a response with Content-Length: 0 open, and http.client
+        # sends no further request on the connection until the response is closed.
+        response.read()
+
+    def _send_response_headers(self, response: http.client.HTTPResponse) -> bool:
+        """Send the status line and headers and return whether the body is chunked."""
         self.send_response_only(response.status, response.reason)
         chunked = False
         has_length = False
@@ -978,30 +1018,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if lower == "location":
                 value = self.proxy._rewrite_location(value)
             self.send_header(name, value)
-        no_body = (
-            self.command == "HEAD"
-            or response.status in (204, 304)
-            or response.status < 200
-        )
-        if not no_body and not chunked and not has_length:
+
+        has_body = self.command != "HEAD" and response.status not in (204, 304)
+        if has_body and not chunked and not has_length:
             # The body ends when the upstream closes, so the client connection
             # must close after it as well.
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        if no_body:
-            response.read()
-            return
-        while data := response.read1(_CHUNK):
-            if chunked:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            else:
-                self.wfile.write(data)
-        if chunked:
-            self.wfile.write(b"0\r\n\r\n")
-        # read1 leaves a response with Content-Length: 0 open, and http.client
-        # sends no further request on the connection until the response is closed.
-        response.read()
+        return chunked
 
 
 ProxyFactory = Callable[[Registry], FaultProxy]

@@ -10,8 +10,10 @@ import hashlib
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,13 @@ def push(
     return podman.podman(*argv, image, destination, check=False)
 
 
+@pytest.fixture
+def digest_file() -> Iterator[Path]:
+    """A path for `podman push --digestfile`, deleted after the test."""
+    with tempfile.TemporaryDirectory(prefix="bootc-build-digest-") as folder:
+        yield Path(folder) / "digest"
+
+
 def session() -> requests.Session:
     client = requests.Session()
     client.trust_env = False
@@ -78,12 +87,11 @@ def test_plain_registry_push_and_digest(
     podman_service: PodmanService,
     busybox_image: str,
     plain_registry: Registry,
-    tmp_path: Path,
+    digest_file: Path,
 ) -> None:
     assert plain_registry.url == f"http://{plain_registry.host}"
     assert plain_registry.tags(REPOSITORY) == []
 
-    digest_file = tmp_path / "digest"
     done = push(
         podman_service,
         busybox_image,
@@ -184,9 +192,8 @@ def test_proxy_forwards_push_unchanged(
     podman_service: PodmanService,
     busybox_image: str,
     fault_proxy: FaultProxy,
-    tmp_path: Path,
+    digest_file: Path,
 ) -> None:
-    digest_file = tmp_path / "digest"
     done = push(
         podman_service,
         busybox_image,
@@ -202,7 +209,7 @@ def test_proxy_forwards_push_unchanged(
     assert direct == digest_file.read_text().strip()
     assert fault_proxy.faults_injected == 0
     methods = {record.method for record in fault_proxy.log if is_upload(record)}
-    # PATCH and PUT go to the Location of the POST, so the proxy only sees them
+    # PATCH and PUT go to the Location of the POST, so the proxy only receives them
     # if it rewrote that Location to point at itself.
     assert methods == {"POST", "PATCH", "PUT"}
     assert fault_proxy.uploads_seen == sum(map(is_upload, fault_proxy.log))
@@ -248,8 +255,8 @@ def test_proxy_reset_is_retried_by_podman(
         "--tls-verify=false",
     )
 
-    # podman 4.3.1 retries a whole copy up to 3 times, 1 s apart, on network
-    # errors, and logs a warning such as:
+    # podman 4.3.1 retries the whole copy after a connection reset, up to 3
+    # times and 1 s apart, and logs a warning such as:
     # Failed, retrying in 1s ... (1/3). Error: writing blob: Post
     # "http://127.0.0.1:<port>/v2/<repo>/blobs/uploads/": read tcp
     # 127.0.0.1:<port>->127.0.0.1:<port>: read: connection reset by peer
@@ -259,6 +266,31 @@ def test_proxy_reset_is_retried_by_podman(
     assert fault_proxy.faults_injected == 1
     reset = [record for record in fault_proxy.log if record.status is None]
     assert [record.method for record in reset] == ["POST"]
+    assert fault_proxy.upstream.tags(REPOSITORY) == ["v1"]
+
+
+def test_proxy_429_is_retried_by_podman(
+    podman_service: PodmanService, busybox_image: str, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.fail_uploads(1, status=429, retry_after=1)
+
+    started = time.monotonic()
+    done = push(
+        podman_service,
+        busybox_image,
+        f"{fault_proxy.host}/{REPOSITORY}:v1",
+        "--tls-verify=false",
+    )
+    elapsed = time.monotonic() - started
+
+    # Unlike a 503, podman 4.3.1 repeats a request that got 429 after the
+    # Retry-After time, without printing a warning.
+    assert done.returncode == 0, done.stderr
+    assert "retrying" not in done.stderr
+    assert elapsed >= 1.0
+    assert fault_proxy.faults_injected == 1
+    limited = [record for record in fault_proxy.log if record.status == 429]
+    assert [record.method for record in limited] == ["POST"]
     assert fault_proxy.upstream.tags(REPOSITORY) == ["v1"]
 
 
@@ -276,7 +308,7 @@ def test_proxy_delay_slows_push(
     )
     elapsed = time.monotonic() - started
 
-    # The podman CLI sets no response timeout, so a delay only slows it down.
+    # podman 4.3.1 waits for the delayed response, so the push only slows down.
     assert done.returncode == 0, done.stderr
     assert elapsed >= 1.0
     assert fault_proxy.faults_injected == 1
@@ -376,6 +408,16 @@ def test_proxy_faults_apply_in_call_order(fault_proxy: FaultProxy) -> None:
     assert [record.status for record in fault_proxy.log] == [200, None, 429, 202]
 
 
+def test_proxy_delay_exceeds_client_timeout(fault_proxy: FaultProxy) -> None:
+    fault_proxy.delay_uploads(1, 2.0)
+    upload_url = f"{fault_proxy.url}/v2/{REPOSITORY}/blobs/uploads/"
+
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        session().post(upload_url, timeout=0.5)
+    assert session().post(upload_url, timeout=10).status_code == 202
+    assert fault_proxy.faults_injected == 1
+
+
 def test_proxy_reset_sends_rst(fault_proxy: FaultProxy) -> None:
     fault_proxy.reset_uploads(1)
     request = (
@@ -385,7 +427,7 @@ def test_proxy_reset_sends_rst(fault_proxy: FaultProxy) -> None:
 
     with socket.create_connection(("127.0.0.1", fault_proxy.port), timeout=10) as raw:
         raw.sendall(request)
-        # A FIN would make recv return b""; only an RST raises.
+        # recv returns b"" after a FIN and raises only after an RST.
         with pytest.raises(ConnectionResetError):
             raw.recv(1024)
 
@@ -397,10 +439,14 @@ def test_proxy_deny_all_sends_basic_challenge(fault_proxy: FaultProxy) -> None:
     denied = client.get(f"{fault_proxy.url}/v2/")
     assert denied.status_code == 401
     assert denied.headers["WWW-Authenticate"] == 'Basic realm="proxy"'
+    assert denied.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    # A HEAD response without a body keeps the kept-alive connection usable.
+    assert client.head(f"{fault_proxy.url}/v2/").status_code == 401
+    assert client.get(f"{fault_proxy.url}/v2/").status_code == 401
 
     fault_proxy.clear_faults()
     assert client.get(f"{fault_proxy.url}/v2/").status_code == 200
-    assert fault_proxy.faults_injected == 1
+    assert fault_proxy.faults_injected == 3
 
 
 def test_proxy_forwards_to_auth_and_tls_upstreams(
@@ -434,19 +480,27 @@ def test_proxy_close_stops_threads(
 
     uploader = threading.Thread(target=upload)
     uploader.start()
-    idle = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    deadline = time.monotonic() + 10
-    while proxy.uploads_seen == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as idle:
+        # A keep-alive connection that has finished a request and waits for the
+        # next one, which close() must cut.
+        idle.sendall(b"GET /v2/ HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        response = b""
+        while not response.endswith(b"\r\n\r\n{}"):
+            received = idle.recv(1024)
+            assert received, f"connection closed after {response!r}"
+            response += received
+        assert response.startswith(b"HTTP/1.1 200 ")
+        deadline = time.monotonic() + 10
+        while proxy.uploads_seen == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
 
-    started = time.monotonic()
-    proxy.close()
-    uploader.join(timeout=10)
+        started = time.monotonic()
+        proxy.close()
+        uploader.join(timeout=10)
 
-    assert time.monotonic() - started < 5
-    assert not uploader.is_alive()
-    assert len(errors) == 1
-    assert idle.recv(1) == b""
-    idle.close()
+        assert time.monotonic() - started < 5
+        assert not uploader.is_alive()
+        assert len(errors) == 1
+        assert idle.recv(1024) == b""
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
