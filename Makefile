@@ -19,7 +19,7 @@ DEMO_ARGS := --build-arg BUILDER_IMAGE=$(GO_TOOLSET_IMAGE) \
 	--build-arg BASE_IMAGE=$(BOOTC_BASE_IMAGE)
 
 DEBIAN_PACKAGES := podman runc docker-registry mmdebstrap busybox-static \
-	apache2-utils tmux
+	apache2-utils tmux curl openssl
 
 .PHONY: deps install standins demo test lint bench clean
 
@@ -57,6 +57,8 @@ demo: deps install standins
 		--log-format console
 	@echo "== the hello world binary in the final image"
 	podman run --rm $(DEMO_IMAGE) /usr/bin/hello
+	@echo "== push to a local registry and read back its digest"
+	contrib/demo-push.sh $(DEMO_IMAGE) $(BOOTC_BUILD)
 
 test: deps install lint
 	$(VENV)/bin/pytest

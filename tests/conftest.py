@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# The registry and fault proxy fixtures live in their own module.
+pytest_plugins = ["tests.registry"]
+
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS_CONF = REPO / "contrib" / "containers.conf"
 BUSYBOX_IMAGE = "localhost/bootc-build-test/busybox:latest"
