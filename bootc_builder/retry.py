@@ -242,7 +242,7 @@ def run_with_retries(
     def before_sleep(retry_state: tenacity.RetryCallState) -> None:
         next_wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
         logger.warning(
-            f"{action}.retrying",
+            f"{action.replace(' ', '_')}.retrying",
             reference=reference,
             attempt=retry_state.attempt_number,
             max_attempts=policy.retries + 1,
