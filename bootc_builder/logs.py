@@ -199,9 +199,18 @@ def resolve_log_format(requested: LogFormat, stream: TextIO) -> LogFormat:
 
 
 def configure_logging(
-    log_format: LogFormat, *, level: int = logging.DEBUG
+    log_format: LogFormat,
+    *,
+    level: int = logging.DEBUG,
+    context_vars: bool = False,
 ) -> LogFormat:
-    """Configure structlog for the process and return the format in use."""
+    """Configure structlog for the process and return the format in use.
+
+    ``context_vars`` adds the fields bound with
+    ``structlog.contextvars.bind_contextvars`` to every event, for commands
+    that run several builds at once; it costs time on every event, so single
+    builds leave it off.
+    """
     chosen = resolve_log_format(log_format, sys.stderr)
     renderer: structlog.types.Processor
     if chosen is LogFormat.JSON:
@@ -209,7 +218,12 @@ def configure_logging(
     else:
         renderer = ConsoleRenderer(colour=use_colour(sys.stderr))
     structlog.configure(
-        processors=[_redact_secrets, _add_level_and_time(_Clock()), renderer],
+        processors=[
+            *([structlog.contextvars.merge_contextvars] if context_vars else []),
+            _redact_secrets,
+            _add_level_and_time(_Clock()),
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=False,
