@@ -227,6 +227,14 @@ def build(
     image_format: Annotated[
         ImageFormat, typer.Option("--format", help="Manifest format of the image.")
     ] = ImageFormat.OCI,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="Build secret id=ID,src=PATH or id=ID,env=VAR for "
+            "RUN --mount=type=secret; repeatable. Never stored in the image.",
+        ),
+    ] = None,
     push: Annotated[
         bool, typer.Option("--push", help="Push every --tag after a successful build.")
     ] = False,
@@ -246,6 +254,7 @@ def build(
     from bootc_builder.config import (
         BuildOptions,
         parse_key_values,
+        parse_secret,
         validate_image_reference,
     )
     from bootc_builder.logs import configure_logging
@@ -268,6 +277,7 @@ def build(
         no_cache=no_cache,
         platform=platform,
         image_format=image_format,
+        secrets=tuple(parse_secret(value) for value in secret or ()),
     )
     registry = _registry_options(
         tls_verify=tls_verify,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,55 @@ class LogFormat(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SecretSpec:
+    """A build secret: ``--secret id=ID,src=PATH`` or ``--secret id=ID,env=VAR``."""
+
+    id: str
+    source: Path | None = None
+    env: str | None = None
+
+
+def parse_secret(value: str) -> SecretSpec:
+    """Parse one ``--secret`` value as ``podman build`` accepts it.
+
+    ``type=file`` and ``type=env`` may name the kind; ``src`` defaults to the id
+    for files, as in Podman, and ``target`` is accepted as a spelling of ``src``.
+
+    Raises:
+        InputError: the value is malformed, or the file or variable is missing.
+    """
+    fields: dict[str, str] = {}
+    for part in value.split(","):
+        key, sep, item = part.partition("=")
+        if not sep or not key:
+            raise InputError(
+                f"invalid --secret {value!r}: expected id=ID,src=PATH or id=ID,env=VAR"
+            )
+        fields[key.strip()] = item
+    secret_id = fields.pop("id", "")
+    kind = fields.pop("type", "")
+    source = fields.pop("src", None) or fields.pop("source", None)
+    env = fields.pop("env", None)
+    if not secret_id or fields or kind not in ("", "file", "env"):
+        raise InputError(
+            f"invalid --secret {value!r}: expected id=ID,src=PATH or id=ID,env=VAR"
+        )
+    if kind == "env" or (env is not None and source is None):
+        name = env or secret_id
+        if name not in os.environ:
+            raise InputError(
+                f"--secret {secret_id}: environment variable {name!r} is not set"
+            )
+        return SecretSpec(secret_id, env=name)
+    path = Path(source or secret_id)
+    if not path.is_file():
+        raise InputError(
+            f"--secret {secret_id}: file {str(path)!r} not found; check src="
+        )
+    return SecretSpec(secret_id, source=path)
+
+
+@dataclass(frozen=True, slots=True)
 class BuildOptions:
     """Everything `bootc-build build` sends to the Podman service."""
 
@@ -49,6 +99,7 @@ class BuildOptions:
     no_cache: bool = False
     platform: str | None = None
     image_format: ImageFormat = ImageFormat.OCI
+    secrets: tuple[SecretSpec, ...] = ()
 
 
 def parse_key_values(values: Iterable[str], *, option: str) -> dict[str, str]:

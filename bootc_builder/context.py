@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import posixpath
+import secrets
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -259,6 +260,20 @@ class ContextArchive:
                 name = posixpath.dirname(name)
                 self._forced_dirs.add(name)
         self._entries = self._walk()
+
+    def add_secret(self, content: bytes) -> str:
+        """Add a build secret at the archive's top level and return its name there.
+
+        The Podman service moves such files out of the context before the build
+        starts, so no COPY instruction can put them in a layer. Nothing is
+        written to the user's directory.
+        """
+        while True:
+            name = f".bootc-build-secret-{secrets.token_hex(8)}"
+            if not os.path.lexists(os.path.join(self._root, name)):
+                break
+        self._added.append(_AddedMember(name, content, 0o600, 0))
+        return name
 
     @property
     def rules(self) -> IgnoreRules:

@@ -14,16 +14,18 @@ Steps 1 to 3 run before anything is sent to Podman, so bad input fails fast.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, replace
 
 import structlog
 
 from bootc_builder.buildstream import BuildMonitor, BuildResult
-from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy
+from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy, SecretSpec
 from bootc_builder.connection import open_connection
 from bootc_builder.containerfile import Containerfile, Stage, read_containerfile
 from bootc_builder.context import ContextArchive
-from bootc_builder.errors import ContextError, PodmanUnreachableError
+from bootc_builder.errors import ContextError, InputError, PodmanUnreachableError
+from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
 from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
 from bootc_builder.stages import needed_stages, resolve_target
@@ -51,6 +53,8 @@ class BuildPlan:
     target: Stage
     needed: list[int]
     archive: ContextArchive
+    # Values for the ``secrets`` parameter: id and name inside the archive.
+    secrets: tuple[str, ...] = ()
 
 
 def load_containerfile(options: BuildOptions) -> Containerfile:
@@ -82,7 +86,35 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     containerfile = load_containerfile(options)
     target, needed = select_target(containerfile, options.target)
     archive = pack_context(options)
-    return BuildPlan(containerfile, target, needed, archive)
+    secrets = tuple(
+        f"id={secret.id},src={archive.add_secret(read_secret(secret))}"
+        for secret in options.secrets
+    )
+    return BuildPlan(containerfile, target, needed, archive, secrets)
+
+
+def read_secret(secret: SecretSpec) -> bytes:
+    """Read a secret's value and register it for redaction from every output.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    if secret.env is not None:
+        content = os.environ[secret.env].encode()
+    else:
+        assert secret.source is not None
+        try:
+            content = secret.source.read_bytes()
+        except OSError as exc:
+            raise InputError(
+                f"--secret {secret.id}: cannot read {str(secret.source)!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
+    text = content.decode("utf-8", "replace")
+    register_secret(text.strip())
+    for line in text.splitlines():
+        register_secret(line.strip())
+    return content
 
 
 def build_query(options: BuildOptions, plan: BuildPlan) -> QueryParams:
@@ -111,6 +143,8 @@ def build_query(options: BuildOptions, plan: BuildPlan) -> QueryParams:
         params.append(("nocache", "true"))
     if options.platform:
         params.append(("platform", options.platform))
+    if plan.secrets:
+        params.append(("secrets", json.dumps(list(plan.secrets))))
     return params
 
 
