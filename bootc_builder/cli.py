@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -21,6 +23,7 @@ from bootc_builder.errors import (
     BootcBuildError,
     ExitCode,
     InputError,
+    Interrupted,
     RegistryError,
     StepFailedError,
 )
@@ -454,17 +457,35 @@ def _report_failure(exc: BootcBuildError) -> None:
     log.error("command.failed", **fields)
 
 
+def _install_signal_handlers() -> None:
+    """Turn SIGINT and SIGTERM into Interrupted; a second signal exits at once."""
+    received: list[int] = []
+
+    def handle(signal_number: int, _frame: object) -> None:
+        if received:
+            os._exit(128 + received[0])
+        received.append(signal_number)
+        raise Interrupted(signal_number)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
 def main() -> NoReturn:
     """Run the CLI and turn every outcome into an exit code."""
+    _install_signal_handlers()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as exc:
+        print(
+            f"error: interrupted by signal {exc.signal_number}; stopped",
+            file=sys.stderr,
+        )
+        sys.exit(exc.exit_code)
     except BootcBuildError as exc:
         _ensure_logging()
         _report_failure(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(ExitCode.INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -473,7 +494,9 @@ def main() -> NoReturn:
     except click.ClickException as exc:
         print(f"error: {_usage_message(exc)}", file=sys.stderr)
         sys.exit(ExitCode.USAGE)
-    sys.exit(ExitCode.OK)
+    # Typer returns the code of an early exit, such as --version's, in
+    # non-standalone mode instead of raising it.
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 def _usage_message(exc: click.ClickException) -> str:

@@ -26,6 +26,9 @@ from bootc_builder.podman_api import SUPPORTED_SCHEMES, PodmanConnection
 
 ROOTFUL_SOCKET = "unix:///run/podman/podman.sock"
 PRIVATE_SERVICE_START_TIMEOUT_S = 20.0
+# How long an address the user named (--url, CONTAINER_HOST) may take to
+# answer, for a service that is still starting, for example by socket activation.
+NAMED_SERVICE_WAIT_S = 5.0
 
 log = structlog.get_logger("bootc_builder.connection")
 
@@ -81,6 +84,18 @@ def _try_connect(url: str) -> PodmanConnection | None:
     return connection
 
 
+def _wait_for_named_service(url: str, wait_s: float) -> PodmanConnection | None:
+    """Try ``url`` until it answers or ``wait_s`` seconds have passed."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        connection = _try_connect(url)
+        if connection is not None or time.monotonic() + delay > deadline:
+            return connection
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
 @contextmanager
 def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
     """Yield a connection to a running service, starting a private one if needed.
@@ -91,7 +106,10 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
     """
     candidates = candidate_urls(explicit_url)
     for url, source in candidates:
-        connection = _try_connect(url)
+        if source in ("--url", "CONTAINER_HOST"):
+            connection = _wait_for_named_service(url, NAMED_SERVICE_WAIT_S)
+        else:
+            connection = _try_connect(url)
         if connection is not None:
             log.info("podman.connected", url=url, source=source)
             with connection:
@@ -117,12 +135,20 @@ def _private_service() -> Iterator[PodmanConnection]:
     with tempfile.TemporaryDirectory(prefix="bootc-build-") as folder:
         url = f"unix://{folder}/podman.sock"
         log_path = Path(folder) / "service.log"
+        # With CONTAINER_HOST set, podman runs as a remote client and cannot
+        # serve; the private service must be a local one.
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("CONTAINER_HOST", "CONTAINER_CONNECTION")
+        }
         with log_path.open("wb") as service_log:
             process = subprocess.Popen(
                 ["podman", "system", "service", "--time=0", url],
                 stdin=subprocess.DEVNULL,
                 stdout=service_log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         try:
             connection = _wait_for_service(url, process, log_path)

@@ -15,6 +15,9 @@ The hierarchy follows what a user can do about a failure::
     └── RegistryError                exit 1: a push or pull failed for good
 
 Every message is one line meant for the user; context travels as attributes.
+
+``Interrupted`` stands outside the tree: like KeyboardInterrupt it derives
+from BaseException, so that no ``except Exception`` on the way swallows it.
 """
 
 from __future__ import annotations
@@ -138,3 +141,12 @@ class RegistryError(BootcBuildError):
         self.transient = transient
         self.attempts = attempts
         self.hint = hint
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM asked the command to stop; exits with 128 + the signal."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(f"interrupted by signal {signal_number}")
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number

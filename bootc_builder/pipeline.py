@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 
 import structlog
@@ -24,7 +25,12 @@ from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy, SecretSp
 from bootc_builder.connection import open_connection
 from bootc_builder.containerfile import Containerfile, Stage, read_containerfile
 from bootc_builder.context import ContextArchive
-from bootc_builder.errors import ContextError, InputError, PodmanUnreachableError
+from bootc_builder.errors import (
+    ContextError,
+    InputError,
+    Interrupted,
+    PodmanUnreachableError,
+)
 from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
 from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
@@ -148,8 +154,33 @@ def build_query(options: BuildOptions, plan: BuildPlan) -> QueryParams:
     return params
 
 
+def remove_new_containers(
+    connection: PodmanConnection, known: set[str], *, settle_s: float = 3.0
+) -> None:
+    """Remove storage containers that appeared since ``known`` was listed.
+
+    The service needs a moment to notice the cancelled build, so the list is
+    read again until it stops growing or ``settle_s`` has passed.
+    """
+    deadline = time.monotonic() + settle_s
+    removed: set[str] = set()
+    while True:
+        leftovers = connection.storage_container_ids() - known - removed
+        for container_id in leftovers:
+            connection.remove_container(container_id)
+            log.info("container.removed", container=container_id[:12])
+        removed |= leftovers
+        if time.monotonic() >= deadline or (removed and not leftovers):
+            return
+        time.sleep(0.2)
+
+
 def run_build(
-    connection: PodmanConnection, options: BuildOptions, plan: BuildPlan
+    connection: PodmanConnection,
+    options: BuildOptions,
+    plan: BuildPlan,
+    *,
+    registry_headers: dict[str, str] | None = None,
 ) -> BuildResult:
     """Send the build and follow its stream until the image is built.
 
@@ -164,8 +195,9 @@ def run_build(
         needed=[plan.containerfile.stages[i].label for i in plan.needed],
         url=connection.url,
     )
+    known_containers = connection.storage_container_ids()
     stream = connection.build(
-        build_query(options, plan), plan.archive.chunks(), headers={}
+        build_query(options, plan), plan.archive.chunks(), headers=registry_headers
     )
     try:
         for message in stream:
@@ -174,6 +206,12 @@ def run_build(
         current = monitor.current_stage
         during = f" during stage {current.label}" if current is not None else ""
         raise PodmanUnreachableError(f"{exc}{during}") from exc
+    except Interrupted:
+        # Closing the stream makes the service cancel the build, but Podman
+        # 4.3 then leaves the build's working containers in storage.
+        stream.close()
+        remove_new_containers(connection, known_containers)
+        raise
     result = monitor.finish()
     log.info(
         "build.finished",
@@ -234,7 +272,9 @@ def build(
             # The bases are in place; a second pull inside the build would
             # run without the retries above.
             options = replace(options, pull=PullPolicy.MISSING)
-        result = run_build(connection, options, plan)
+        result = run_build(
+            connection, options, plan, registry_headers=registry.auth.header()
+        )
         pushed: list[PushedImage] = []
         if push:
             pushed = push_image(connection, result.image_id, options.tags, registry)

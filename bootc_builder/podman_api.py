@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,12 @@ class PodmanConnection:
             return str(response.headers.get("Libpod-API-Version", "unknown"))
 
     def build(
-        self, params: QueryParams, body: Iterable[bytes], *, headers: dict[str, str]
-    ) -> Iterator[dict[str, Any]]:
+        self,
+        params: QueryParams,
+        body: Iterable[bytes],
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Generator[dict[str, Any], None, None]:
         """Start a build and yield the decoded JSON messages of its stream as they come.
 
         ``body`` is the build context as tar chunks; requests sends it with
@@ -126,7 +130,7 @@ class PodmanConnection:
                 "/build",
                 params=params,  # type: ignore[arg-type]
                 data=iter(body),  # type: ignore[arg-type]
-                headers={"Content-Type": "application/x-tar", **headers},
+                headers={"Content-Type": "application/x-tar", **(headers or {})},
                 stream=True,
             )
             response.raise_for_status()
@@ -137,6 +141,28 @@ class PodmanConnection:
                         yield _decode(raw)
         finally:
             response.close()
+
+    def storage_container_ids(self) -> set[str]:
+        """Return the ids of containers that exist only in storage, as buildah's do."""
+        with _translate_errors(self.url, "list build containers"):
+            response = self._client.get(
+                "/containers/json", params={"all": "true", "external": "true"}
+            )
+            response.raise_for_status()
+            return {
+                str(item["Id"])
+                for item in response.json() or []
+                if str(item.get("State", "")).lower() == "storage"
+            }
+
+    def remove_container(self, container_id: str) -> None:
+        """Remove a container by id, working containers of builds included."""
+        with _translate_errors(self.url, f"remove container {container_id[:12]}"):
+            response = self._client.delete(
+                f"/containers/{container_id}", params={"force": "true"}
+            )
+            if response.status_code not in (200, 204, 404):
+                response.raise_for_status()
 
     def image_exists(self, reference: str) -> bool:
         """Return whether the service's storage has ``reference``."""

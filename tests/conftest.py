@@ -87,7 +87,7 @@ class PodmanService:
         return set(out.split())
 
 
-def _wait_for_socket(service: PodmanService, timeout: float) -> None:
+def wait_for_socket(service: PodmanService, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert service.process is not None
@@ -129,7 +129,7 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_socket(service, timeout=30)
+        wait_for_socket(service, timeout=30)
         yield service
     finally:
         service.process.terminate()
