@@ -205,7 +205,8 @@ def test_lost_service_names_stage_and_socket(
     (busybox / "busybox").chmod(0o755)
     (busybox / "Containerfile").write_text(
         "FROM scratch AS sleeper\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "sh", "-c", "echo started-sleeping; /bin/busybox sleep 120"]\n'
+        'RUN ["/bin/busybox", "sh", "-c", '
+        '"echo started-sleeping; /bin/busybox sleep 120"]\n'
     )
     process = _start_build(busybox, {"CONTAINER_HOST": doomed_service.url})
     seen: list[str] = []
