@@ -29,6 +29,7 @@ from bootc_builder.errors import (
 )
 
 if TYPE_CHECKING:
+    from bootc_builder.buildstream import BuildResult
     from bootc_builder.containerfile import Containerfile, Stage
     from bootc_builder.push import PushedImage, RegistryOptions
 
@@ -248,6 +249,15 @@ def build(
     retry: RetryOpt = 3,
     retry_delay: RetryDelayOpt = "2s",
     digestfile: DigestfileOpt = None,
+    on_failure: Annotated[
+        str,
+        typer.Option(
+            "--on-failure",
+            click_type=click.Choice(["none", "shell"]),
+            help="shell: when a RUN step fails, open a shell in the last layer "
+            "that built (on a terminal), or print the command that does.",
+        ),
+    ] = "none",
     url: UrlOpt = None,
     log_format: LogFormatOpt = LogFormat.AUTO,
     quiet: QuietOpt = False,
@@ -291,7 +301,20 @@ def build(
         retry_delay=retry_delay,
     )
 
-    outcome = run_build(options, url=url, registry=registry, push=push)
+    on_step_failure = None
+    if on_failure == "shell":
+        from bootc_builder.debug import shell_after_failure
+
+        def on_step_failure(error: StepFailedError, service_url: str) -> None:
+            shell_after_failure(error, url=service_url, build_args=options.build_args)
+
+    outcome = run_build(
+        options,
+        url=url,
+        registry=registry,
+        push=push,
+        on_step_failure=on_step_failure,
+    )
 
     if digestfile is not None:
         write_digestfile(digestfile, outcome.pushed)
@@ -368,6 +391,69 @@ def push_command(
         return
     for line in _pushed_lines(pushed):
         typer.echo(line)
+
+
+@app.command()
+def debug(
+    context: ContextArg = Path("."),
+    file: FileOpt = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="Stage to open a shell in (name or index).")
+    ] = "",
+    step: Annotated[
+        int | None,
+        typer.Option(
+            "--step",
+            help="Stop before this step of the stage (2 or more; 1 is its FROM) "
+            "[default: after the last step].",
+        ),
+    ] = None,
+    build_arg: BuildArgOpt = None,
+    url: UrlOpt = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+) -> None:
+    """Build up to a step of a stage, using the cache, and open a shell there."""
+    from bootc_builder.config import BuildOptions, parse_key_values
+    from bootc_builder.containerfile import read_containerfile
+    from bootc_builder.debug import (
+        open_shell,
+        shell_command,
+        truncated_containerfile,
+        write_temporary_containerfile,
+    )
+    from bootc_builder.logs import configure_logging
+    from bootc_builder.pipeline import build as run_build
+    from bootc_builder.push import RegistryOptions
+    from bootc_builder.stages import resolve_target
+
+    configure_logging(log_format, level=logging.INFO)
+    if not stage:
+        raise InputError("debug needs --stage NAME: the stage to open a shell in")
+    build_args = parse_key_values(build_arg or (), option="--build-arg")
+    source = _default_containerfile(context, file)
+    containerfile = read_containerfile(source, build_args)
+    chosen = resolve_target(containerfile, stage)
+    text = truncated_containerfile(containerfile, source, chosen, step)
+    temporary = write_temporary_containerfile(text)
+
+    def open_here(result: BuildResult, service_url: str) -> None:
+        command = shell_command(service_url, result.image_id, build_args=build_args)
+        if not sys.stdin.isatty():
+            print("stdin is not a terminal; open the shell with:", file=sys.stderr)
+            print("  " + " ".join(command), file=sys.stderr)
+            return
+        open_shell(command)
+
+    try:
+        options = BuildOptions(
+            context=context,
+            containerfile=temporary,
+            target=chosen.name or str(chosen.index),
+            build_args=build_args,
+        )
+        run_build(options, url=url, registry=RegistryOptions(), on_success=open_here)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @app.command()

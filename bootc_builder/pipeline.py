@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import structlog
@@ -30,6 +31,7 @@ from bootc_builder.errors import (
     InputError,
     Interrupted,
     PodmanUnreachableError,
+    StepFailedError,
 )
 from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
@@ -247,12 +249,20 @@ class BuildOutcome:
     pushed: list[PushedImage]
 
 
+# Called while the connection is still open, with the service's URL, so a
+# shell can be opened on a private service before it stops.
+StepFailureHook = Callable[[StepFailedError, str], None]
+SuccessHook = Callable[[BuildResult, str], None]
+
+
 def build(
     options: BuildOptions,
     *,
     url: str | None,
     registry: RegistryOptions,
     push: bool = False,
+    on_step_failure: StepFailureHook | None = None,
+    on_success: SuccessHook | None = None,
 ) -> BuildOutcome:
     """Check the input, connect to Podman, pull bases, build, and push if asked.
 
@@ -272,9 +282,16 @@ def build(
             # The bases are in place; a second pull inside the build would
             # run without the retries above.
             options = replace(options, pull=PullPolicy.MISSING)
-        result = run_build(
-            connection, options, plan, registry_headers=registry.auth.header()
-        )
+        try:
+            result = run_build(
+                connection, options, plan, registry_headers=registry.auth.header()
+            )
+        except StepFailedError as error:
+            if on_step_failure is not None:
+                on_step_failure(error, connection.url)
+            raise
+        if on_success is not None:
+            on_success(result, connection.url)
         pushed: list[PushedImage] = []
         if push:
             pushed = push_image(connection, result.image_id, options.tags, registry)
