@@ -563,9 +563,7 @@ def _apply_override(
         settings.pull = policy
     elif key == "no_cache":
         if value.lower() not in ("true", "false"):
-            raise PlanError(
-                f"invalid --set {override.text!r}: expected true or false"
-            )
+            raise PlanError(f"invalid --set {override.text!r}: expected true or false")
         settings.no_cache = value.lower() == "true"
     else:
         # An empty value returns the key to its default.
@@ -856,8 +854,9 @@ def _read_hosts(
 def _check_platform(checker: _Checker, value: str, key: str) -> str:
     if not _PLATFORM.match(value):
         raise checker.error(
-            key, f"invalid platform {value!r}: expected OS/ARCH[/VARIANT], such as "
-            "linux/amd64 or linux/arm64/v8"
+            key,
+            f"invalid platform {value!r}: expected OS/ARCH[/VARIANT], such as "
+            "linux/amd64 or linux/arm64/v8",
         )
     return value
 
@@ -874,7 +873,7 @@ def _normalize_reference(reference: str) -> str:
 
 
 def _image_bases(containerfile: Containerfile, needed: Sequence[int]) -> list[str]:
-    """List the images that the needed stages build FROM, skipping stages and scratch."""
+    """List the images that the needed stages build FROM, except stages and scratch."""
     stages = containerfile.stages
     bases: list[str] = []
     for index in needed:
@@ -902,16 +901,17 @@ class _Resolver:
         self.source = source
         self.checker = _Checker(source)
         table = source.table
-        self.checker.known_keys(table, source.key_prefix.rstrip(".") or "plan",
-                                _TOP_KEYS)
+        self.checker.known_keys(
+            table, source.key_prefix.rstrip(".") or "plan", _TOP_KEYS
+        )
         self.settings = self._read_images(table.get("images", {}))
         self.groups = self._read_groups(table.get("groups", {}))
         variables = self.checker.string_table(
-            table.get("variables", {}), self._key("variables")
+            table.get("variables", {}), self.key("variables")
         )
         version = source.project_version
         if "version" in table:
-            version = self.checker.string(table["version"], self._key("version"))
+            version = self.checker.string(table["version"], self.key("version"))
         self.templates = _Templates(
             directory=source.directory,
             environ=environ,
@@ -925,30 +925,31 @@ class _Resolver:
         self._merged: dict[str, _Settings] = {}
         self._resolved: dict[str, ImageSpec | PlanError] = {}
 
-    def _key(self, key: str) -> str:
+    def key(self, key: str) -> str:
+        """Return ``key`` as written in the file, under tool.bootc-build. if needed."""
         return f"{self.source.key_prefix}{key}"
 
     def _read_images(self, raw: object) -> dict[str, _Settings]:
-        images = self.checker.table(raw, self._key("images"))
+        images = self.checker.table(raw, self.key("images"))
         settings: dict[str, _Settings] = {}
         for name, value in images.items():
-            key = self._key(f"images.{name}")
+            key = self.key(f"images.{name}")
             self.checker.name(name, key, "image")
             settings[name] = _read_settings(self.checker, value, key)
         for name, image in settings.items():
             for position, parent in enumerate(image.inherits):
                 if parent not in settings:
                     raise self.checker.error(
-                        self._key(f"images.{name}.inherits[{position}]"),
+                        self.key(f"images.{name}.inherits[{position}]"),
                         f"unknown image {parent!r}{_suggest(parent, settings)}",
                     )
         return settings
 
     def _read_groups(self, raw: object) -> dict[str, tuple[str, ...]]:
-        groups_table = self.checker.table(raw, self._key("groups"))
+        groups_table = self.checker.table(raw, self.key("groups"))
         groups: dict[str, tuple[str, ...]] = {}
         for name, value in groups_table.items():
-            key = self._key(f"groups.{name}")
+            key = self.key(f"groups.{name}")
             self.checker.name(name, key, "group")
             if name in self.settings:
                 raise self.checker.error(
@@ -970,7 +971,7 @@ class _Resolver:
                 if member not in self.settings and member not in groups:
                     choices = [*self.settings, *groups]
                     raise self.checker.error(
-                        self._key(f"groups.{name}[{position}]"),
+                        self.key(f"groups.{name}[{position}]"),
                         f"unknown image or group {member!r}{_suggest(member, choices)}",
                     )
         for name in groups:
@@ -987,7 +988,7 @@ class _Resolver:
         if name in chain:
             cycle = " -> ".join([*chain[chain.index(name) :], name])
             raise self.checker.error(
-                self._key(f"groups.{chain[-1]}"), f"groups form a cycle: {cycle}"
+                self.key(f"groups.{chain[-1]}"), f"groups form a cycle: {cycle}"
             )
         images: list[str] = []
         for member in groups[name]:
@@ -1006,7 +1007,7 @@ class _Resolver:
                 raise PlanError(
                     f"{self.source.label}: no image or group named, and the plan "
                     "has no default group; name images or groups, or add "
-                    f"[{self._key('groups.default')}]; the images are: "
+                    f"[{self.key('groups.default')}]; the images are: "
                     f"{', '.join(self.settings) or 'none'}"
                 )
             names = ["default"]
@@ -1043,7 +1044,7 @@ class _Resolver:
         if name in chain:
             cycle = " -> ".join([*chain[chain.index(name) :], name])
             raise self.checker.error(
-                self._key(f"images.{chain[-1]}.inherits"),
+                self.key(f"images.{chain[-1]}.inherits"),
                 f"images inherit from each other in a cycle: {cycle}",
             )
         if name in self._merged:
@@ -1085,13 +1086,11 @@ class _Resolver:
         for override in self.overrides:
             if fnmatch.fnmatchcase(name, override.pattern):
                 _apply_override(settings, override, replaced)
-        key = self._key(f"images.{name}")
+        key = self.key(f"images.{name}")
         expand = self._expander(key)
         context = self.source.directory / expand(settings.context or ".", "context")
         if not context.is_dir():
-            raise self.checker.error(
-                f"{key}.context", f"{context} is not a directory"
-            )
+            raise self.checker.error(f"{key}.context", f"{context} is not a directory")
         containerfile = _containerfile_path(
             context, expand(settings.containerfile, "containerfile")
         )
@@ -1172,3 +1171,180 @@ def _containerfile_path(context: Path, given: str) -> Path:
         if (context / name).exists():
             return context / name
     return context / "Containerfile"
+
+
+# --- Dependencies between images ----------------------------------------------
+
+# A reference no plan names, used to find which ARG sets an image's base.
+_PROBE_REFERENCE = "bootc-build-probe.invalid/base:probe"
+
+
+class _Dependencies:
+    """Finds the bases of each image that other images of the plan build."""
+
+    def __init__(self, resolver: _Resolver) -> None:
+        self.resolver = resolver
+        self.owners = self._tag_owners()
+
+    def _tag_owners(self) -> dict[str, str]:
+        """Map each tag and push destination of the plan to its image."""
+        resolver = self.resolver
+        owners: dict[str, str] = {}
+        for name in resolver.settings:
+            try:
+                spec = resolver.resolve(name)
+            except PlanError:
+                # NOTE: an image that cannot be resolved now, such as one using
+                # {git.tag} on an untagged commit, is not built, and its tags are
+                # not matched against the bases of the others.
+                continue
+            for reference in dict.fromkeys((*spec.tags, *spec.push)):
+                other = owners.setdefault(_normalize_reference(reference), name)
+                if other != name:
+                    raise resolver.checker.error(
+                        resolver.key(f"images.{name}"),
+                        f"{reference} is also a tag or push destination of images."
+                        f"{other}; give each image its own references",
+                    )
+        return owners
+
+    def bases(self, spec: ImageSpec) -> tuple[PlanBase, ...]:
+        key = self.resolver.key(f"images.{spec.name}")
+        containerfile, needed = self._read(spec, spec.build_args, key)
+        bases: list[PlanBase] = []
+        for reference in _image_bases(containerfile, needed):
+            owner = self.owners.get(_normalize_reference(reference))
+            if owner is None or owner == spec.name:
+                continue
+            if any(base.image == owner for base in bases):
+                continue
+            arg = self._base_arg(spec, containerfile, reference, key)
+            bases.append(PlanBase(owner, reference, arg))
+        return tuple(bases)
+
+    def _read(
+        self, spec: ImageSpec, build_args: Mapping[str, str], key: str
+    ) -> tuple[Containerfile, list[int]]:
+        try:
+            containerfile = read_containerfile(spec.containerfile, build_args)
+            target = resolve_target(containerfile, spec.target)
+        except InputError as exc:
+            raise self.resolver.checker.error(key, str(exc)) from None
+        return containerfile, needed_stages(containerfile, target)
+
+    def _base_arg(
+        self,
+        spec: ImageSpec,
+        containerfile: Containerfile,
+        reference: str,
+        key: str,
+    ) -> str | None:
+        """Return the global ARG that sets ``reference`` as a base, if one does.
+
+        Each ARG whose value is the reference is replaced by a probe value, and
+        the one whose probe then shows up as a base is the one FROM uses.
+        """
+        wanted = _normalize_reference(reference)
+        for arg, value in containerfile.global_args.items():
+            if not value or _normalize_reference(value) != wanted:
+                continue
+            probed, needed = self._read(
+                spec, {**spec.build_args, arg: _PROBE_REFERENCE}, key
+            )
+            bases = _image_bases(probed, needed)
+            if _PROBE_REFERENCE in bases and reference not in bases:
+                return arg
+        return None
+
+
+def _build_order(resolver: _Resolver, specs: Mapping[str, ImageSpec]) -> list[str]:
+    """Order the images so that bases come first, otherwise in file order.
+
+    Raises:
+        PlanError: images build FROM each other in a cycle.
+    """
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise resolver.checker.error(
+                resolver.key(f"images.{name}"),
+                f"images build FROM each other's tags in a cycle: {cycle}",
+            )
+        visiting.append(name)
+        for base in specs[name].depends_on:
+            visit(base)
+        visiting.pop()
+        order.append(name)
+
+    for name in resolver.settings:
+        if name in specs:
+            visit(name)
+    return order
+
+
+def load_plan(
+    config: Path | None,
+    *,
+    names: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    today: date | None = None,
+    git: Callable[[Path, Sequence[str]], _GitResult] = run_git,
+    connections: Callable[
+        [], Mapping[str, tuple[str, str | None]]
+    ] = list_podman_connections,
+) -> BakePlan:
+    """Load the plan and resolve the named images and the plan images they build on.
+
+    ``names`` are images or groups (default: the ``default`` group);
+    ``overrides`` are ``--set IMAGE.KEY=VALUE`` texts. The other arguments
+    replace the process environment, today's UTC date, git and the list of
+    Podman connections, for tests.
+
+    Raises:
+        PlanError: the file, an override or a name is invalid.
+    """
+    import os
+
+    source = read_plan_source(config, cwd or Path.cwd())
+    resolver = _Resolver(
+        source,
+        overrides=overrides,
+        environ=os.environ if environ is None else environ,
+        today=today or datetime.now(UTC).date(),
+        git=git,
+    )
+    resolver.check_inheritance()
+    hosts: tuple[HostSpec, ...] = ()
+    if "hosts" in source.table:
+        hosts = _read_hosts(resolver.checker, source.table["hosts"], connections)
+    if not hosts:
+        hosts = (HostSpec(LOCAL_HOST, None),)
+    selected = resolver.select(names)
+    for name in selected:
+        resolver.resolve(name)
+    dependencies = _Dependencies(resolver)
+    specs: dict[str, ImageSpec] = {}
+    queue = list(selected)
+    while queue:
+        name = queue.pop(0)
+        if name in specs:
+            continue
+        spec = resolver.resolve(name)
+        spec = replace(spec, bases=dependencies.bases(spec))
+        specs[name] = spec
+        queue.extend(spec.depends_on)
+    order = _build_order(resolver, specs)
+    return BakePlan(
+        source=source.label,
+        requested=tuple(names) or ("default",),
+        images={name: specs[name] for name in order},
+        hosts=hosts,
+        groups=dict(resolver.groups),
+    )

@@ -21,6 +21,7 @@ from typing import Any
 
 from bootc_builder.containerfile import Containerfile, Stage
 from bootc_builder.errors import BuildFailedError, StepFailedError
+from bootc_builder.logs import line_sink
 
 _STEP = re.compile(r"^(?:\[(\d+)/(\d+)\] )?STEP (\d+)/(\d+): (.*)$")
 _COMMIT = re.compile(r"^(?:\[\d+/\d+\] )?(COMMIT\b)")
@@ -93,6 +94,7 @@ class BuildMonitor:
         self._image_id: str | None = None
         self._tags: list[str] = []
         self._error: str | None = None
+        self._sink = line_sink()
 
     @property
     def current_stage(self) -> StageRecord | None:
@@ -155,6 +157,9 @@ class BuildMonitor:
             self._log.debug("build.output", line=line)
             return
         current.tail.append(line)
+        if self._sink is not None:
+            self._sink(current.label, current.index, line)
+            return
         self._stage_logs[current.index].debug("step.output", line=line)
 
     def _handle_step(self, line: str) -> bool:

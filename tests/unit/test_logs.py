@@ -9,7 +9,13 @@ import pytest
 import structlog
 
 from bootc_builder.config import LogFormat
-from bootc_builder.logs import ConsoleRenderer, configure_logging, use_colour
+from bootc_builder.logs import (
+    ConsoleRenderer,
+    configure_logging,
+    line_sink,
+    register_secret,
+    use_colour,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +89,45 @@ def test_colour_follows_no_color_and_force_color(
         use_colour(object.__new__(type("Pipe", (), {"isatty": lambda self: False})))
         is True
     )  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("log_format", [LogFormat.JSON, LogFormat.CONSOLE])
+def test_line_sink_matches_structlog_rendering(
+    log_format: LogFormat, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(log_format)
+    sink = line_sink()
+    assert sink is not None
+    text = 'tab\there "quoted" \\ ünï \x1b[0m'
+
+    sink("builder", 0, text)
+    structlog.get_logger().bind(stage="builder", stage_index=0).debug(
+        "step.output", line=text
+    )
+
+    fast, slow = capsys.readouterr().err.splitlines()
+    if log_format is LogFormat.JSON:
+        fast_event, slow_event = json.loads(fast), json.loads(slow)
+        assert list(fast_event) == list(slow_event)
+        fast_event.pop("timestamp")
+        slow_event.pop("timestamp")
+        assert fast_event == slow_event
+    else:
+        assert fast == slow
+
+
+def test_line_sink_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(LogFormat.JSON)
+    register_secret("sink-secret-123")
+    sink = line_sink()
+    assert sink is not None
+
+    sink("0", 0, "value is sink-secret-123")
+
+    assert "sink-secret-123" not in capsys.readouterr().err
+
+
+def test_line_sink_off_when_quiet() -> None:
+    configure_logging(LogFormat.JSON, level=logging.WARNING)
+
+    assert line_sink() is None
