@@ -371,10 +371,7 @@ class _Scheduler:
     def _start_ready(self) -> None:
         for name in list(self._pending):
             spec = self._plan.images[name]
-            if any(
-                self._reports.get(base) is None or base in self._running
-                for base in spec.depends_on
-            ):
+            if any(base not in self._reports for base in spec.depends_on):
                 continue
             host = self._choose_host(spec)
             if host is None:
@@ -522,7 +519,9 @@ class _Scheduler:
             report.duration_s = round(time.monotonic() - started, 3)
             report.error = str(exc)
             report.exit_code = int(exc.exit_code)
-            log.error("image.failed", duration_s=report.duration_s, **_error_fields(exc))
+            log.error(
+                "image.failed", duration_s=report.duration_s, **_error_fields(exc)
+            )
             return
         report.result = "built"
         report.duration_s = round(time.monotonic() - started, 3)
@@ -638,14 +637,13 @@ def summary_document(reports: Sequence[ImageReport]) -> dict[str, object]:
 def _summary_rows(reports: Sequence[ImageReport]) -> Iterator[tuple[str, ...]]:
     yield ("IMAGE", "HOST", "RESULT", "DURATION", "PUSHED")
     for report in reports:
-        duration = f"{report.duration_s:.1f} s" if report.duration_s is not None else "-"
+        duration = (
+            f"{report.duration_s:.1f} s" if report.duration_s is not None else "-"
+        )
         pushed = [f"{image.ref}@{image.digest}" for image in report.pushed] or ["-"]
         yield (report.name, report.host or "-", report.result, duration, pushed[0])
         for line in pushed[1:]:
             yield ("", "", "", "", line)
-        if report.error and report.result == "failed":
-            first_line = report.error.splitlines()[0]
-            yield ("", "", "", "", f"error: {first_line}")
 
 
 def format_summary(reports: Sequence[ImageReport]) -> str:
@@ -656,4 +654,7 @@ def format_summary(reports: Sequence[ImageReport]) -> str:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[4]]).rstrip())
+    for report in reports:
+        if report.error:
+            lines.append(f"{report.name}: {report.error.splitlines()[0]}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import re
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
+
 # scanstring is public in json.decoder but missing from typeshed's stubs.
 from json.decoder import scanstring as _scan_string  # type: ignore[attr-defined]
 from pathlib import Path
