@@ -1,3 +1,3 @@
-from bootc_builder.cli import main
+from bootc_builder._entry import main
 
 main()

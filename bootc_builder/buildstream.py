@@ -287,6 +287,9 @@ class BuildMonitor:
         status_match = _EXIT_STATUS.search(error)
         exit_status = int(status_match.group(1)) if status_match else None
         line = self._instruction_line(record.index, record.current_step)
+        if record.current_step <= 1:
+            # The FROM itself failed, so there is no layer of this stage to enter.
+            record.last_layer = None
         return StepFailedError(
             _describe_failure(
                 record, line, exit_status, error, self._containerfile.path
@@ -307,9 +310,12 @@ class BuildMonitor:
 
 
 def _from_image(instruction: str) -> str | None:
+    """Return the image a FROM step starts from, or None for scratch (no shell)."""
     words = instruction.split()
     names = [word for word in words[1:] if not word.startswith("--")]
-    return names[0] if names else None
+    if not names or names[0] == "scratch":
+        return None
+    return names[0]
 
 
 def _describe_failure(

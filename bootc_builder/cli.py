@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts contain literal brackets ([default: ...], OS/ARCH[/VARIANT])
+    # that rich markup would swallow or reject; help is printed without rich.
+    rich_markup_mode=None,
 )
 
 RESULT_SCHEMA = 1
@@ -269,16 +273,19 @@ def build(
         parse_key_values,
         parse_secret,
         validate_image_reference,
+        validate_platform,
     )
     from bootc_builder.logs import configure_logging
     from bootc_builder.pipeline import build as run_build
-    from bootc_builder.push import write_digestfile
+    from bootc_builder.push import check_digestfile, write_digestfile
 
     configure_logging(log_format, level=logging.WARNING if quiet else logging.DEBUG)
     if push and not tag:
         raise InputError("--push needs at least one --tag to push to")
     if digestfile is not None and not push:
         raise InputError("--digestfile needs --push")
+    if digestfile is not None:
+        check_digestfile(digestfile)
     options = BuildOptions(
         context=context,
         containerfile=_default_containerfile(context, file),
@@ -288,7 +295,7 @@ def build(
         labels=parse_key_values(label or (), option="--label"),
         pull=pull,
         no_cache=no_cache,
-        platform=platform,
+        platform=validate_platform(platform) if platform else None,
         image_format=image_format,
         secrets=tuple(parse_secret(value) for value in secret or ()),
     )
@@ -358,9 +365,11 @@ def push_command(
     from bootc_builder.config import validate_image_reference
     from bootc_builder.connection import open_connection
     from bootc_builder.logs import configure_logging
-    from bootc_builder.push import push_image, write_digestfile
+    from bootc_builder.push import check_digestfile, push_image, write_digestfile
 
     configure_logging(log_format, level=logging.WARNING if quiet else logging.INFO)
+    if digestfile is not None:
+        check_digestfile(digestfile)
     targets = [
         validate_image_reference(d, option="DESTINATION") for d in destinations or ()
     ] or [validate_image_reference(image, option="IMAGE")]
@@ -587,7 +596,14 @@ def main() -> NoReturn:
 
 def _usage_message(exc: click.ClickException) -> str:
     """Put a usage error on one line, with where to find the right usage."""
-    message = " ".join(exc.format_message().split())
+    text = re.sub(r"(\w) (Did you mean)", r"\1. \2", exc.format_message())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = " ".join(
+        line
+        if line.endswith((".", "?", "!", ":")) or index == len(lines) - 1
+        else line + "."
+        for index, line in enumerate(lines)
+    )
     context = getattr(exc, "ctx", None)
     if context is not None:
         message += f" (see `{context.command_path} --help`)"

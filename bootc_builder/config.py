@@ -102,6 +102,23 @@ class BuildOptions:
     secrets: tuple[SecretSpec, ...] = ()
 
 
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
+
+
+def validate_platform(platform: str) -> str:
+    """Return ``platform`` if it has the form OS/ARCH[/VARIANT].
+
+    Raises:
+        InputError: it does not.
+    """
+    if not _PLATFORM.match(platform):
+        raise InputError(
+            f"invalid --platform {platform!r}: expected OS/ARCH[/VARIANT], "
+            "for example linux/amd64 or linux/arm64/v8"
+        )
+    return platform
+
+
 def parse_key_values(values: Iterable[str], *, option: str) -> dict[str, str]:
     """Parse repeated ``KEY=VALUE`` options into a dict; later keys win.
 
@@ -111,7 +128,7 @@ def parse_key_values(values: Iterable[str], *, option: str) -> dict[str, str]:
     parsed: dict[str, str] = {}
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
             raise InputError(
                 f"invalid {option} {item!r}: expected KEY=VALUE, for example "
                 f"{option} VERSION=1.2"

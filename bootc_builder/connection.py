@@ -33,18 +33,26 @@ NAMED_SERVICE_WAIT_S = 5.0
 log = structlog.get_logger("bootc_builder.connection")
 
 
-def validate_url(url: str) -> str:
+def validate_url(url: str, *, source: str = "--url") -> str:
     """Return ``url`` if its scheme is one Podman connections use.
 
     Raises:
-        InputError: the scheme is not unix, tcp, ssh or http.
+        InputError: the scheme is not unix, tcp, ssh or http, or the URL names
+            no socket path or host.
     """
-    scheme = urlparse(url).scheme
-    if scheme not in SUPPORTED_SCHEMES:
+    parsed = urlparse(url)
+    if parsed.scheme not in SUPPORTED_SCHEMES:
         raise InputError(
-            f"invalid --url {url!r}: the scheme must be one of "
+            f"invalid {source} {url!r}: the scheme must be one of "
             f"{', '.join(s + '://' for s in SUPPORTED_SCHEMES)}, "
             "for example unix:///run/podman/podman.sock"
+        )
+    where = parsed.path if parsed.scheme == "unix" else parsed.netloc
+    if not where:
+        raise InputError(
+            f"invalid {source} {url!r}: it names no "
+            f"{'socket path' if parsed.scheme == 'unix' else 'host'}, "
+            "for example unix:///run/podman/podman.sock or tcp://127.0.0.1:8080"
         )
     return url
 
@@ -61,7 +69,9 @@ def candidate_urls(explicit: str | None) -> list[tuple[str, str]]:
     candidates: list[tuple[str, str]] = []
     from_env = os.environ.get("CONTAINER_HOST")
     if from_env:
-        candidates.append((validate_url(from_env), "CONTAINER_HOST"))
+        candidates.append(
+            (validate_url(from_env, source="CONTAINER_HOST"), "CONTAINER_HOST")
+        )
     candidates.append((ROOTFUL_SOCKET, "the rootful default socket"))
     candidates.append((_rootless_socket(), "the rootless default socket"))
     return candidates
@@ -72,26 +82,29 @@ def _unix_socket_missing(url: str) -> bool:
     return parsed.scheme == "unix" and not Path(parsed.path).exists()
 
 
-def _try_connect(url: str) -> PodmanConnection | None:
+def _try_connect(url: str) -> PodmanConnection | str:
+    """Return a connection that answered, or the reason there is none."""
     if _unix_socket_missing(url):
-        return None
+        return "the socket does not exist"
     connection = PodmanConnection(url)
     try:
         connection.ping()
-    except PodmanUnreachableError:
+    except PodmanUnreachableError as exc:
         connection.close()
-        return None
+        return str(exc)
     return connection
 
 
-def _wait_for_named_service(url: str, wait_s: float) -> PodmanConnection | None:
+def _wait_for_named_service(url: str, wait_s: float) -> PodmanConnection | str:
     """Try ``url`` until it answers or ``wait_s`` seconds have passed."""
     deadline = time.monotonic() + wait_s
     delay = 0.1
     while True:
-        connection = _try_connect(url)
-        if connection is not None or time.monotonic() + delay > deadline:
-            return connection
+        outcome = _try_connect(url)
+        if isinstance(outcome, PodmanConnection):
+            return outcome
+        if time.monotonic() + delay > deadline:
+            return outcome
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 
@@ -105,28 +118,36 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
         PodmanUnreachableError: nothing answered and no service could be started.
     """
     candidates = candidate_urls(explicit_url)
+    reason = ""
     for url, source in candidates:
         if source in ("--url", "CONTAINER_HOST"):
-            connection = _wait_for_named_service(url, NAMED_SERVICE_WAIT_S)
+            outcome = _wait_for_named_service(url, NAMED_SERVICE_WAIT_S)
         else:
-            connection = _try_connect(url)
-        if connection is not None:
+            outcome = _try_connect(url)
+        if isinstance(outcome, PodmanConnection):
             log.info("podman.connected", url=url, source=source)
-            with connection:
-                yield connection
+            with outcome:
+                yield outcome
             return
+        reason = outcome
         if source == "CONTAINER_HOST":
-            log.warning("podman.unreachable", url=url, source=source)
+            log.warning("podman.unreachable", url=url, source=source, reason=reason)
 
     tried = ", ".join(url for url, _ in candidates)
-    if explicit_url is None and shutil.which("podman") is not None:
+    if explicit_url is not None:
+        raise PodmanUnreachableError(
+            f"no Podman service answered at {explicit_url} within "
+            f"{NAMED_SERVICE_WAIT_S:.0f} s ({reason}); check the address, or start "
+            f"`podman system service --time=0 {explicit_url}` there"
+        )
+    if shutil.which("podman") is not None:
         with _private_service() as connection:
             yield connection
         return
     raise PodmanUnreachableError(
-        f"no Podman service answered at {tried}; start one with "
-        "`systemctl start podman.socket` (or `systemctl --user start podman.socket`), "
-        "or pass --url"
+        f"no Podman service answered at {tried}, and the podman program is not "
+        "installed to start one; install podman, start a service with "
+        "`systemctl start podman.socket`, or pass --url"
     )
 
 
@@ -152,7 +173,11 @@ def _private_service() -> Iterator[PodmanConnection]:
             )
         try:
             connection = _wait_for_service(url, process, log_path)
-            log.info("podman.service_started", url=url, pid=process.pid)
+        except BaseException:
+            _stop(process)
+            raise
+        log.info("podman.service_started", url=url, pid=process.pid)
+        try:
             with connection:
                 yield connection
         finally:
@@ -172,9 +197,9 @@ def _wait_for_service(
                 f"no Podman service answered, and `podman system service` exited "
                 f"with status {process.returncode}: {last}"
             )
-        connection = _try_connect(url)
-        if connection is not None:
-            return connection
+        outcome = _try_connect(url)
+        if isinstance(outcome, PodmanConnection):
+            return outcome
         time.sleep(0.05)
     raise PodmanUnreachableError(
         f"no Podman service answered, and the private service on {url} did not "

@@ -86,10 +86,15 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     Raises:
         InputError: the Containerfile, the target or the context is invalid.
     """
+    if not options.context.exists():
+        raise ContextError(
+            f"build context {str(options.context)!r} not found; "
+            "pass an existing directory as CONTEXT"
+        )
     if not options.context.is_dir():
         raise ContextError(
             f"build context {str(options.context)!r} is not a directory; "
-            "pass an existing directory as CONTEXT"
+            "pass a directory as CONTEXT"
         )
     containerfile = load_containerfile(options)
     target, needed = select_target(containerfile, options.target)
@@ -214,7 +219,9 @@ def run_build(
         stream.close()
         remove_new_containers(connection, known_containers)
         raise
-    result = monitor.finish()
+    # "Successfully tagged" lines name every tag the image has, older ones
+    # included; the result reports the tags this build asked for.
+    result = replace(monitor.finish(), tags=options.tags)
     log.info(
         "build.finished",
         image_id=result.image_id,

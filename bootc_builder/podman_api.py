@@ -110,8 +110,13 @@ class PodmanConnection:
         """Return the service's API version; raise if it does not answer."""
         with _translate_errors(self.url, "check that it is running"):
             response = self._client.get("/_ping", timeout=timeout)
-            response.raise_for_status()
-            return str(response.headers.get("Libpod-API-Version", "unknown"))
+            version = response.headers.get("Libpod-API-Version")
+            if response.status_code != 200 or version is None:
+                raise PodmanUnreachableError(
+                    f"{self.url} answered, but not as a Podman service "
+                    f"(HTTP {response.status_code} to /_ping); check the address"
+                )
+            return str(version)
 
     def build(
         self,

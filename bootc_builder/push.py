@@ -20,6 +20,7 @@ import structlog
 
 from bootc_builder.config import PullPolicy
 from bootc_builder.credentials import RegistryAuth
+from bootc_builder.errors import InputError
 from bootc_builder.podman_api import (
     PodmanConnection,
     fetch_manifest_digest,
@@ -106,6 +107,23 @@ def registry_digest(reference: str, options: RegistryOptions) -> str:
     )
 
 
+def check_digestfile(path: Path) -> None:
+    """Reject a digest file path that could not be written, before any push.
+
+    Raises:
+        InputError: the path is a directory or its folder does not exist.
+    """
+    if path.is_dir():
+        raise InputError(f"--digestfile {str(path)!r} is a directory; name a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(
+            f"--digestfile {str(path)!r}: folder {str(folder)!r} does not exist"
+        )
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"--digestfile {str(path)!r}: folder is not writable")
+
+
 def write_digestfile(path: Path, pushed: list[PushedImage]) -> None:
     """Write the digest as ``podman push --digestfile`` does.
 
@@ -122,6 +140,11 @@ def write_digestfile(path: Path, pushed: list[PushedImage]) -> None:
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(content)
+        # mkstemp makes the file private; a digest is not secret, and podman
+        # writes its digest file with the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

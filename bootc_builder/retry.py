@@ -195,12 +195,15 @@ def parse_duration(text: str) -> float:
 
 
 def _next_wait(policy: RetryPolicy, state: _AttemptState, attempt: int) -> float:
-    base = min(policy.first_delay * 2.0 ** (attempt - 1), policy.max_delay)
+    # A first delay above the usual cap raises the cap with it, so the waits
+    # still never shrink.
+    cap = max(policy.max_delay, policy.first_delay)
+    base = min(policy.first_delay * 2.0 ** (attempt - 1), cap)
     last = state.last
     if last is not None and last.slow_down:
-        base = min(base * 2, policy.max_delay)
+        base = min(base * 2, cap)
     if last is not None and last.retry_after is not None:
-        base = max(base, min(last.retry_after, policy.max_delay))
+        base = max(base, min(last.retry_after, cap))
     return base + random.uniform(0, base * 0.25)
 
 
@@ -295,8 +298,9 @@ def _exhausted_error(
         pattern = f"{last} on every attempt"
     else:
         pattern = f"last cause: {last}"
+    attempts_text = "1 attempt" if attempts == 1 else f"{attempts} attempts"
     return RegistryError(
-        f"{action} of {reference} failed after {attempts} attempts ({pattern}); "
+        f"{action} of {reference} failed after {attempts_text} ({pattern}); "
         f"raise --retry or --retry-delay if the registry needs longer to recover. "
         f"Podman reported: {exhausted.error}",
         reference=reference,

@@ -38,4 +38,11 @@ done
 destination="127.0.0.1:$port/bootc-build-demo/hello:latest"
 "$bootc_build" push "$image" "$destination" --no-tls-verify --log-format console \
     --digestfile "$work/digest"
-echo "the registry serves $destination as $(cat "$work/digest")"
+echo "bootc-build reported: $(cat "$work/digest")"
+served=$(curl -fsI \
+    -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://127.0.0.1:$port/v2/bootc-build-demo/hello/manifests/latest" \
+    | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}')
+echo "the registry serves:   $served"
+[ "$served" = "$(cat "$work/digest")" ]

@@ -326,3 +326,12 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0, result.describe()
     assert "build" in result.stdout
     assert "stages" in result.stdout
+
+
+def test_url_of_something_else_exits_3(plain_registry: Any) -> None:
+    context_dir = Path(__file__).resolve().parents[2] / "Containerfiles" / "chain"
+
+    result = run_cli("build", str(context_dir), "--url", f"tcp://{plain_registry.host}")
+
+    assert result.exit_code == 3, result.describe()
+    assert "not as a Podman service" in result.stderr

@@ -142,6 +142,23 @@ CASES = {
         _build("FROM scratch\n", "--retry-delay", "soon"), ("--retry-delay",)
     ),
     "negative retry": Case(_build("FROM scratch\n", "--retry", "-1"), ("--retry",)),
+    "invalid platform": Case(
+        _build("FROM scratch\n", "--platform", "foo"), ("OS/ARCH",)
+    ),
+    "build arg key with space": Case(
+        _build("FROM scratch\n", "--build-arg", "A B=1"), ("KEY=VALUE",)
+    ),
+    "digestfile in missing folder": Case(
+        _build(
+            "FROM scratch\n",
+            "-t",
+            "localhost/x:1",
+            "--push",
+            "--digestfile",
+            "/nonexistent-folder/digest",
+        ),
+        ("does not exist",),
+    ),
     "digestfile without push": Case(
         _build("FROM scratch\n", "--digestfile", "/tmp/x"), ("--push",)
     ),
@@ -177,3 +194,28 @@ def test_unknown_url_scheme(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.describe()
     assert len(result.stderr.strip().splitlines()) == 1
     assert "gopher://" in result.stderr
+
+
+def test_unix_url_without_path(tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\n")
+
+    result = run_cli("build", str(context), "--url", "unix://")
+
+    assert result.exit_code == 2, result.describe()
+    assert "socket path" in result.stderr
+
+
+def test_help_keeps_brackets() -> None:
+    result = run_cli("build", "--help")
+
+    assert result.exit_code == 0, result.describe()
+    assert "[default: .]" in result.stdout
+    assert "OS/ARCH[/VARIANT]" in result.stdout
+    assert "\\[" not in result.stdout
+
+
+def test_version_is_printed() -> None:
+    result = run_cli("--version")
+
+    assert result.exit_code == 0, result.describe()
+    assert result.stdout.startswith("bootc-build ")

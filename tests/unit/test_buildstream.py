@@ -165,3 +165,38 @@ def test_error_before_any_step_is_build_failure() -> None:
 
     assert not isinstance(failure.value, StepFailedError)
     assert "no such image" in str(failure.value)
+
+
+def test_failure_after_scratch_offers_no_shell() -> None:
+    containerfile = parse_containerfile("FROM scratch AS s\nCOPY a /a\n")
+    monitor = BuildMonitor(
+        containerfile, containerfile.stages[0], structlog.get_logger()
+    )
+    messages = [
+        {"stream": "STEP 1/2: FROM scratch AS s\n"},
+        {"stream": "STEP 2/2: COPY a /a\n"},
+        {"error": 'building at STEP "COPY a /a": checking on sources: no such file'},
+    ]
+
+    with capture_logs(), pytest.raises(StepFailedError) as failure:
+        _run(monitor, messages)
+
+    assert failure.value.last_layer is None
+    assert "podman run" not in str(failure.value)
+
+
+def test_failed_from_offers_no_shell() -> None:
+    containerfile = parse_containerfile("FROM localhost/missing:1 AS s\nRUN true\n")
+    monitor = BuildMonitor(
+        containerfile, containerfile.stages[0], structlog.get_logger()
+    )
+    messages = [
+        {"stream": "STEP 1/2: FROM localhost/missing:1 AS s\n"},
+        {"error": "creating build container: localhost/missing:1: image not known"},
+    ]
+
+    with capture_logs(), pytest.raises(StepFailedError) as failure:
+        _run(monitor, messages)
+
+    assert failure.value.last_layer is None
+    assert "podman run" not in str(failure.value)
