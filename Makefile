@@ -19,7 +19,7 @@ DEMO_ARGS := --build-arg BUILDER_IMAGE=$(GO_TOOLSET_IMAGE) \
 	--build-arg BASE_IMAGE=$(BOOTC_BASE_IMAGE)
 
 DEBIAN_PACKAGES := podman runc docker-registry mmdebstrap busybox-static \
-	apache2-utils tmux curl openssl
+	apache2-utils tmux curl openssl openssh-server
 
 .PHONY: deps install standins demo test lint bench clean
 

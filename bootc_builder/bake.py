@@ -5,7 +5,7 @@
    it. An image and a plan base that cannot move through a registry must share
    a host, which is the case without ``--push``, without a push destination,
    or when FROM names the base without an ARG.
-2. ``_connect_hosts``: check that every host answers; without hosts, find or
+2. ``_connect_hosts``: check that every host responds; without hosts, find or
    start the local service once for the whole run.
 3. ``_Scheduler``: start each image whose plan bases are built on a host with a
    free job, preferring the host that built its bases, then the host with
@@ -20,6 +20,7 @@ the build argument that names the base, and ``pipeline.build`` pulls it first.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 import structlog
 
 from bootc_builder.bakefile import BakePlan, HostSpec, ImageSpec, PlanError
-from bootc_builder.config import BuildOptions, PullPolicy
+from bootc_builder.config import BuildOptions, PullPolicy, SecretSpec, parse_secret
 from bootc_builder.connection import open_connection
 from bootc_builder.errors import (
     BootcBuildError,
@@ -74,7 +75,7 @@ class BakeFailedError(BootcBuildError):
 
 @dataclass(slots=True)
 class ImageReport:
-    """What happened to one image: built, failed, skipped or cancelled."""
+    """The outcome of one image: built, failed, skipped or cancelled."""
 
     name: str
     result: str = "pending"
@@ -209,15 +210,30 @@ class Placement:
         return self._allowed[self._root(name)]
 
 
-def _reject_secrets(plan: BakePlan) -> None:
-    for name, spec in plan.images.items():
-        if spec.secrets:
-            # TODO: pass build secrets once the build pipeline can send them.
-            raise InputError(
-                f"{plan.source}: images.{name}.secrets: bootc-build cannot pass "
-                "build secrets to the Podman service yet; remove them, or build "
-                "this image with `podman build --secret`"
-            )
+def _image_secrets(source: str, spec: ImageSpec) -> tuple[SecretSpec, ...]:
+    """Parse an image's secrets as --secret does; a relative src is under its context.
+
+    Raises:
+        InputError: a secret is malformed, or its file or variable is missing.
+    """
+    parsed = []
+    for value in spec.secrets:
+        fields = [
+            f"src={spec.context / field[4:]}"
+            if field.startswith("src=") and not os.path.isabs(field[4:])
+            else field
+            for field in value.split(",")
+        ]
+        try:
+            parsed.append(parse_secret(",".join(fields)))
+        except InputError as exc:
+            raise InputError(f"{source}: images.{spec.name}.secrets: {exc}") from None
+    return tuple(parsed)
+
+
+def _check_secrets(plan: BakePlan) -> None:
+    for spec in plan.images.values():
+        _image_secrets(plan.source, spec)
 
 
 # --- Hosts ---------------------------------------------------------------------
@@ -235,10 +251,10 @@ class _Host:
 
 
 def _connect_hosts(hosts: Sequence[HostSpec], stack: ExitStack) -> list[_Host]:
-    """Check that every host answers; keep the local service open for the run.
+    """Check that every host responds; keep the local service open for the run.
 
     Raises:
-        PodmanUnreachableError: a host did not answer.
+        PodmanUnreachableError: a host did not respond.
     """
     connected: list[_Host] = []
     for index, spec in enumerate(hosts):
@@ -467,6 +483,7 @@ class _Scheduler:
             pull=pull,
             no_cache=spec.no_cache,
             platform=spec.platform,
+            secrets=_image_secrets(self._plan.source, spec),
         )
         return _Job(spec, host, options, tuple(notes))
 
@@ -573,12 +590,12 @@ def run_plan(
     step, for tests.
 
     Raises:
-        InputError: the placement is impossible or an image asks for secrets;
+        InputError: the placement is impossible or a secret cannot be read;
             nothing was built.
-        PodmanUnreachableError: a host did not answer; nothing was built.
+        PodmanUnreachableError: a host did not respond; nothing was built.
     """
     placement = Placement(plan, push=push)
-    _reject_secrets(plan)
+    _check_secrets(plan)
     with ExitStack() as stack:
         hosts = _connect_hosts(plan.hosts, stack)
         log.info(

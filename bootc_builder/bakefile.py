@@ -61,7 +61,7 @@ LOCAL_HOST = "local"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
-_SECRET_KEYS = frozenset({"id", "src", "env", "type", "required"})
+_SECRET_KEYS = frozenset({"id", "src", "source", "env", "type"})
 
 _TOP_KEYS = ("version", "variables", "images", "groups", "hosts")
 _IMAGE_KEYS = (
@@ -158,7 +158,7 @@ class HostSpec:
     url: str | None
     """None for the local service, found as ``build`` finds it."""
     platforms: tuple[str, ...] = ()
-    """Platforms the host builds natively; empty when the plan does not say."""
+    """Platforms the host builds natively; empty when the plan lists none."""
     jobs: int = DEFAULT_JOBS
     identity: str | None = None
     """SSH key of a ``podman system connection`` entry, if it has one."""
@@ -588,28 +588,35 @@ _GIT_COMMANDS = {
     "git.branch": ("symbolic-ref", "--quiet", "--short", "HEAD"),
     "git.tag": ("describe", "--tags", "--exact-match", "HEAD"),
 }
+# Why each value can be empty, and the git message that means the value is
+# empty rather than that git failed. A non-zero exit with no message also means
+# an empty value.
 _GIT_EMPTY = {
-    "git.sha": "the repository has no commit yet",
-    "git.short_sha": "the repository has no commit yet",
-    "git.branch": "HEAD is detached, so there is no branch name",
-    "git.tag": "no tag points at HEAD",
+    "git.sha": ("the repository has no commit yet", "Needed a single revision"),
+    "git.short_sha": ("the repository has no commit yet", "Needed a single revision"),
+    "git.branch": ("HEAD is detached, so there is no branch name", None),
+    "git.tag": ("no tag points at HEAD", "no tag exactly matches"),
 }
+_GIT_NO_TAGS = "No names found"
 
 
 class _TemplateError(Exception):
-    """A template name is unknown or its value is empty; the message says which."""
+    """A template name is unknown or its value is empty; the message names which."""
 
 
 @dataclass(frozen=True, slots=True)
-class _GitResult:
+class GitResult:
+    """The exit code and output of one git command; -1 when git is missing."""
+
+    returncode: int
     output: str
-    error: str | None
+    error: str
 
 
-def run_git(directory: Path, arguments: Sequence[str]) -> _GitResult:
-    """Run git in ``directory``; the result has the output, or the error text."""
+def run_git(directory: Path, arguments: Sequence[str]) -> GitResult:
+    """Run git in ``directory`` and return its exit code and output."""
     if shutil.which("git") is None:
-        return _GitResult("", "git is not installed")
+        return GitResult(-1, "", "git is not installed")
     done = subprocess.run(
         ["git", "-C", str(directory), *arguments],
         capture_output=True,
@@ -617,16 +624,7 @@ def run_git(directory: Path, arguments: Sequence[str]) -> _GitResult:
         check=False,
         timeout=30,
     )
-    if done.returncode == 0:
-        return _GitResult(done.stdout.strip(), None)
-    message = done.stderr.strip().splitlines()
-    if message and "not a git repository" in message[0]:
-        return _GitResult("", f"{directory} is not in a git repository")
-    # Exit codes other than 0 with no 'fatal' line mean "no such value", such as
-    # symbolic-ref on a detached HEAD; the caller reports those as empty.
-    if message and message[0].startswith("fatal") and "HEAD" not in message[0]:
-        return _GitResult("", message[0])
-    return _GitResult("", None)
+    return GitResult(done.returncode, done.stdout.strip(), done.stderr.strip())
 
 
 class _Templates:
@@ -640,7 +638,7 @@ class _Templates:
         variables: Mapping[str, str],
         version: str | None,
         today: date,
-        git: Callable[[Path, Sequence[str]], _GitResult],
+        git: Callable[[Path, Sequence[str]], GitResult],
     ) -> None:
         self._directory = directory
         self._environ = environ
@@ -685,12 +683,7 @@ class _Templates:
 
     def _lookup(self, name: str) -> str:
         if name in _GIT_COMMANDS:
-            result = self._git(self._directory, _GIT_COMMANDS[name])
-            if result.error is not None:
-                raise _TemplateError(f"cannot expand {{{name}}}: {result.error}")
-            if not result.output:
-                raise _TemplateError(f"cannot expand {{{name}}}: {_GIT_EMPTY[name]}")
-            return result.output
+            return self._git_value(name)
         if name == "date":
             return self._today.strftime("%Y%m%d")
         if name == "version":
@@ -713,6 +706,24 @@ class _Templates:
             f"unknown template name {{{name}}}{_suggest(name, _FIXED_TEMPLATES)}; "
             f"known names: {', '.join(_TEMPLATE_NAMES)}"
         )
+
+    def _git_value(self, name: str) -> str:
+        result = self._git(self._directory, _GIT_COMMANDS[name])
+        if result.returncode == 0:
+            return result.output
+        first_line = (result.error.splitlines() or [""])[0]
+        if "not a git repository" in first_line:
+            raise _TemplateError(
+                f"cannot expand {{{name}}}: {self._directory} is not in a git "
+                "repository"
+            )
+        reason, marker = _GIT_EMPTY[name]
+        markers = [m for m in (marker, _GIT_NO_TAGS) if m]
+        if result.returncode > 0 and (
+            not first_line or any(m in first_line for m in markers)
+        ):
+            raise _TemplateError(f"cannot expand {{{name}}}: {reason}")
+        raise _TemplateError(f"cannot expand {{{name}}}: {first_line}")
 
     def _variable(self, name: str) -> str:
         if name not in self._variables:
@@ -896,7 +907,7 @@ class _Resolver:
         overrides: Sequence[str],
         environ: Mapping[str, str],
         today: date,
-        git: Callable[[Path, Sequence[str]], _GitResult],
+        git: Callable[[Path, Sequence[str]], GitResult],
     ) -> None:
         self.source = source
         self.checker = _Checker(source)
@@ -1075,7 +1086,8 @@ class _Resolver:
             raise cached
         return cached
 
-    def _resolve(self, name: str) -> ImageSpec:
+    def _overridden(self, name: str) -> _Settings:
+        """Return the merged settings of ``name`` with the ``--set`` overrides."""
         merged = self.merged(name)
         settings = replace(
             merged,
@@ -1086,26 +1098,31 @@ class _Resolver:
         for override in self.overrides:
             if fnmatch.fnmatchcase(name, override.pattern):
                 _apply_override(settings, override, replaced)
+        return settings
+
+    def _resolve(self, name: str) -> ImageSpec:
+        settings = self._overridden(name)
         key = self.key(f"images.{name}")
         expand = self._expander(key)
+
         context = self.source.directory / expand(settings.context or ".", "context")
         if not context.is_dir():
             raise self.checker.error(f"{key}.context", f"{context} is not a directory")
         containerfile = _containerfile_path(
             context, expand(settings.containerfile, "containerfile")
         )
+
         tags = tuple(
             self._reference(expand(tag, f"tags[{i}]"), f"{key}.tags[{i}]")
             for i, tag in enumerate(settings.tags or [])
         )
-        push = (
-            tuple(
+        push = tags
+        if settings.push is not None:
+            push = tuple(
                 self._reference(expand(ref, f"push[{i}]"), f"{key}.push[{i}]")
                 for i, ref in enumerate(settings.push)
             )
-            if settings.push is not None
-            else tags
-        )
+
         platform = expand(settings.platform, "platform") or None
         if platform is not None:
             _check_platform(self.checker, platform, f"{key}.platform")
@@ -1113,20 +1130,23 @@ class _Resolver:
             self._secret(expand(item, f"secrets[{i}]"), f"{key}.secrets[{i}]")
             for i, item in enumerate(settings.secrets or [])
         )
+        build_args = {
+            arg: expand(value, f"build_args.{arg}")
+            for arg, value in settings.build_args.items()
+        }
+        labels = {
+            label: expand(value, f"labels.{label}")
+            for label, value in settings.labels.items()
+        }
+
         return ImageSpec(
             name=name,
             context=context.resolve(),
             containerfile=containerfile.resolve(),
             target=expand(settings.target, "target") or None,
             tags=tags,
-            build_args={
-                arg: expand(value, f"build_args.{arg}")
-                for arg, value in settings.build_args.items()
-            },
-            labels={
-                label: expand(value, f"labels.{label}")
-                for label, value in settings.labels.items()
-            },
+            build_args=build_args,
+            labels=labels,
             platform=platform,
             pull=settings.pull or PullPolicy.MISSING,
             no_cache=bool(settings.no_cache),
@@ -1163,10 +1183,10 @@ class _Resolver:
         return value
 
 
-def _containerfile_path(context: Path, given: str) -> Path:
+def _containerfile_path(context: Path, name: str) -> Path:
     """Find the Containerfile as ``build`` does, relative to the context."""
-    if given:
-        return context / given
+    if name:
+        return context / name
     for name in ("Containerfile", "Dockerfile"):
         if (context / name).exists():
             return context / name
@@ -1186,26 +1206,19 @@ class _Dependencies:
         self.resolver = resolver
         self.owners = self._tag_owners()
 
-    def _tag_owners(self) -> dict[str, str]:
-        """Map each tag and push destination of the plan to its image."""
-        resolver = self.resolver
-        owners: dict[str, str] = {}
-        for name in resolver.settings:
+    def _tag_owners(self) -> dict[str, list[str]]:
+        """Map each tag and push destination of the plan to the images naming it."""
+        owners: dict[str, list[str]] = {}
+        for name in self.resolver.settings:
             try:
-                spec = resolver.resolve(name)
+                spec = self.resolver.resolve(name)
             except PlanError:
                 # NOTE: an image that cannot be resolved now, such as one using
                 # {git.tag} on an untagged commit, is not built, and its tags are
                 # not matched against the bases of the others.
                 continue
             for reference in dict.fromkeys((*spec.tags, *spec.push)):
-                other = owners.setdefault(_normalize_reference(reference), name)
-                if other != name:
-                    raise resolver.checker.error(
-                        resolver.key(f"images.{name}"),
-                        f"{reference} is also a tag or push destination of images."
-                        f"{other}; give each image its own references",
-                    )
+                owners.setdefault(_normalize_reference(reference), []).append(name)
         return owners
 
     def bases(self, spec: ImageSpec) -> tuple[PlanBase, ...]:
@@ -1213,14 +1226,33 @@ class _Dependencies:
         containerfile, needed = self._read(spec, spec.build_args, key)
         bases: list[PlanBase] = []
         for reference in _image_bases(containerfile, needed):
-            owner = self.owners.get(_normalize_reference(reference))
-            if owner is None or owner == spec.name:
-                continue
-            if any(base.image == owner for base in bases):
+            owners = self.owners.get(_normalize_reference(reference), [])
+            owners = [owner for owner in owners if owner != spec.name]
+            if len(owners) > 1:
+                raise self.resolver.checker.error(
+                    key,
+                    f"its base {reference} is a tag of several images "
+                    f"({', '.join(owners)}); give each image its own tags",
+                )
+            if not owners or any(base.image == owners[0] for base in bases):
                 continue
             arg = self._base_arg(spec, containerfile, reference, key)
-            bases.append(PlanBase(owner, reference, arg))
+            bases.append(PlanBase(owners[0], reference, arg))
         return tuple(bases)
+
+    def check_shared_references(self, names: Iterable[str]) -> None:
+        """Reject two built images with a common tag or push destination, because
+        the one that finishes last would silently take it."""
+        built = set(names)
+        for reference, owners in self.owners.items():
+            sharing = [owner for owner in owners if owner in built]
+            if len(sharing) > 1:
+                raise self.resolver.checker.error(
+                    self.resolver.key(f"images.{sharing[1]}"),
+                    f"{reference} is also a tag or push destination of images."
+                    f"{sharing[0]}, which is built too; give each image its own "
+                    "references",
+                )
 
     def _read(
         self, spec: ImageSpec, build_args: Mapping[str, str], key: str
@@ -1295,7 +1327,7 @@ def load_plan(
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
     today: date | None = None,
-    git: Callable[[Path, Sequence[str]], _GitResult] = run_git,
+    git: Callable[[Path, Sequence[str]], GitResult] = run_git,
     connections: Callable[
         [], Mapping[str, tuple[str, str | None]]
     ] = list_podman_connections,
@@ -1340,6 +1372,7 @@ def load_plan(
         spec = replace(spec, bases=dependencies.bases(spec))
         specs[name] = spec
         queue.extend(spec.depends_on)
+    dependencies.check_shared_references(specs)
     order = _build_order(resolver, specs)
     return BakePlan(
         source=source.label,

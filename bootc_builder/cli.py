@@ -619,3 +619,8 @@ def _ensure_logging() -> None:
         # Commands that log nothing else, like `stages`, report errors as
         # plain lines whatever stderr is.
         configure_logging(LogFormat.CONSOLE, level=logging.INFO)
+
+
+from bootc_builder.bake_cli import bake_command  # noqa: E402
+
+app.command(name="bake")(bake_command)

@@ -148,7 +148,10 @@ class ConsoleRenderer:
     def __call__(self, _: Any, __: str, event_dict: EventDict) -> str:
         event = event_dict.get("event", "")
         stage = event_dict.get("stage")
-        prefix = f"{self._dim}[{stage}]{self._reset} " if stage is not None else ""
+        image = event_dict.get("image")
+        # Parallel builds (bake) interleave, so their lines also name the image.
+        label = f"{image}/{stage}" if image and stage is not None else image or stage
+        prefix = f"{self._dim}[{label}]{self._reset} " if label is not None else ""
         if event == "step.output":
             return f"{prefix}{event_dict.get('line', '')}"
         if event == "step.started":
@@ -168,7 +171,7 @@ class ConsoleRenderer:
         fields = " ".join(
             f"{key}={value}"
             for key, value in event_dict.items()
-            if key not in ("event", "level", "timestamp", *_STAGE_KEYS)
+            if key not in ("event", "level", "timestamp", "image", *_STAGE_KEYS)
         )
         return f"{prefix}{label}{self._dim}{event}{self._reset} {fields}".rstrip()
 
