@@ -38,8 +38,6 @@ from bootc_builder.errors import (
     ExitCode,
     InputError,
     PodmanUnreachableError,
-    RegistryError,
-    StepFailedError,
 )
 from bootc_builder.pipeline import BuildOutcome, build
 from bootc_builder.push import PushedImage, RegistryOptions, push_image
@@ -536,9 +534,7 @@ class _Scheduler:
             report.duration_s = round(time.monotonic() - started, 3)
             report.error = str(exc)
             report.exit_code = int(exc.exit_code)
-            log.error(
-                "image.failed", duration_s=report.duration_s, **_error_fields(exc)
-            )
+            log.error("image.failed", duration_s=report.duration_s, **exc.log_fields())
             return
         report.result = "built"
         report.duration_s = round(time.monotonic() - started, 3)
@@ -548,31 +544,6 @@ class _Scheduler:
             duration_s=report.duration_s,
             pushed=[image.as_dict() for image in report.pushed],
         )
-
-
-def _error_fields(exc: BootcBuildError) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "message": str(exc),
-        "error": type(exc).__name__,
-        "exit_code": int(exc.exit_code),
-    }
-    if isinstance(exc, StepFailedError):
-        fields.update(
-            stage=exc.stage,
-            step=exc.step,
-            instruction=exc.instruction,
-            containerfile_line=exc.line,
-            exit_status=exc.exit_status,
-            last_layer=exc.last_layer,
-        )
-    if isinstance(exc, RegistryError):
-        fields.update(
-            reference=exc.reference,
-            cause=exc.cause,
-            transient=exc.transient,
-            attempts=exc.attempts,
-        )
-    return fields
 
 
 def run_plan(

@@ -25,7 +25,6 @@ from bootc_builder.errors import (
     ExitCode,
     InputError,
     Interrupted,
-    RegistryError,
     StepFailedError,
 )
 
@@ -526,30 +525,8 @@ def _report_failure(exc: BootcBuildError) -> None:
     import structlog
 
     log = structlog.get_logger("bootc_builder")
-    fields: dict[str, object] = {
-        "message": str(exc),
-        "error": type(exc).__name__,
-        "exit_code": int(exc.exit_code),
-    }
-    if isinstance(exc, StepFailedError):
-        fields.update(
-            stage=exc.stage,
-            step=exc.step,
-            instruction=exc.instruction,
-            containerfile_line=exc.line,
-            exit_status=exc.exit_status,
-            last_layer=exc.last_layer,
-        )
-        log.error("build.failed", **fields)
-        return
-    if isinstance(exc, RegistryError):
-        fields.update(
-            reference=exc.reference,
-            cause=exc.cause,
-            transient=exc.transient,
-            attempts=exc.attempts,
-        )
-    log.error("command.failed", **fields)
+    event = "build.failed" if isinstance(exc, StepFailedError) else "command.failed"
+    log.error(event, **exc.log_fields())
 
 
 def _install_signal_handlers() -> None:

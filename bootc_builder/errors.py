@@ -40,6 +40,14 @@ class BootcBuildError(Exception):
 
     exit_code: ExitCode = ExitCode.FAILED
 
+    def log_fields(self) -> dict[str, object]:
+        """Return the fields that describe this failure in a log event."""
+        return {
+            "message": str(self),
+            "error": type(self).__name__,
+            "exit_code": int(self.exit_code),
+        }
+
 
 class InputError(BootcBuildError):
     """The command line, the Containerfile or the context is invalid."""
@@ -114,6 +122,17 @@ class StepFailedError(BuildFailedError):
         self.tail = tail
         self.last_layer = last_layer
 
+    def log_fields(self) -> dict[str, object]:
+        return {
+            **super().log_fields(),
+            "stage": self.stage,
+            "step": self.step,
+            "instruction": self.instruction,
+            "containerfile_line": self.line,
+            "exit_status": self.exit_status,
+            "last_layer": self.last_layer,
+        }
+
 
 class RegistryAttemptError(BootcBuildError):
     """One attempt at a registry operation failed, with the text that says why.
@@ -141,6 +160,15 @@ class RegistryError(BootcBuildError):
         self.transient = transient
         self.attempts = attempts
         self.hint = hint
+
+    def log_fields(self) -> dict[str, object]:
+        return {
+            **super().log_fields(),
+            "reference": self.reference,
+            "cause": self.cause,
+            "transient": self.transient,
+            "attempts": self.attempts,
+        }
 
 
 class Interrupted(BaseException):
