@@ -50,11 +50,9 @@ demo: deps install standins
 	@echo "== bootc-build stages: what each target needs"
 	$(BOOTC_BUILD) stages Containerfiles/two-stage $(DEMO_ARGS)
 	@echo "== build only the builder stage"
-	$(BOOTC_BUILD) build Containerfiles/two-stage --target builder $(DEMO_ARGS) \
-		--log-format console
+	$(BOOTC_BUILD) build Containerfiles/two-stage --target builder $(DEMO_ARGS)
 	@echo "== build the whole image"
-	$(BOOTC_BUILD) build Containerfiles/two-stage --tag $(DEMO_IMAGE) $(DEMO_ARGS) \
-		--log-format console
+	$(BOOTC_BUILD) build Containerfiles/two-stage --tag $(DEMO_IMAGE) $(DEMO_ARGS)
 	@echo "== the hello world binary in the final image"
 	podman run --rm $(DEMO_IMAGE) /usr/bin/hello
 	@echo "== push to a local registry and read back its digest"

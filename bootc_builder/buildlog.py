@@ -2,8 +2,8 @@
 
 With ``--log-file PATH`` the copy goes to PATH and is kept. Without it, the
 copy goes to a temporary file that is deleted when the build succeeds and kept
-when it fails, so that the output of a failed build can be read in full after
-the terminal has scrolled it away or the live view has shown only its tail.
+when it fails. The whole output of a failed build can then be read even after
+the terminal has scrolled it away, or when the live view showed only its tail.
 
 Writes go through a 64 KiB buffer and are flushed when the log is closed, or
 at exit if the process ends without closing it; a temporary log is then kept
@@ -23,8 +23,8 @@ from bootc_builder.logs import EventDict
 from bootc_builder.progress import PlainRenderer
 
 _BUFFER_BYTES = 64 * 1024
-# Events logged before the build is sent; a failure before this point has no
-# build output worth keeping.
+# The event logged when the build is sent. A failure before it has no build
+# output worth keeping.
 _BUILD_STARTED = "build.started"
 
 
@@ -32,7 +32,7 @@ class BuildLog:
     """A structlog processor that copies every event to a file, plus ``write_line``.
 
     The processor passes events on unchanged, so it sits before the renderer.
-    It sees events after secrets are redacted, and ``write_line`` receives
+    It receives events after secrets are redacted, and ``write_line`` receives
     lines that logs.py has already redacted.
     """
 
@@ -46,7 +46,7 @@ class BuildLog:
 
     @classmethod
     def open(cls, path: Path) -> BuildLog:
-        """Open ``path`` for writing, replacing what it holds.
+        """Open ``path`` for writing, replacing its content.
 
         Raises:
             InputError: the file cannot be opened.
@@ -119,5 +119,5 @@ class BuildLog:
 
 
 def saved_log_notice(path: Path) -> str:
-    """Return the line that tells where the output of a failed build was saved."""
+    """Return the message that gives the path of a failed build's saved output."""
     return f"the whole build output was saved to {path}"

@@ -301,6 +301,7 @@ class BuildMonitor:
             exit_status=exit_status,
             tail=list(record.tail),
             last_layer=record.last_layer,
+            containerfile=self._containerfile.path,
         )
 
     @property

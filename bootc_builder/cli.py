@@ -31,6 +31,8 @@ from bootc_builder.errors import (
 if TYPE_CHECKING:
     from bootc_builder.buildstream import BuildResult
     from bootc_builder.containerfile import Containerfile, Stage
+    from bootc_builder.pipeline import BuildOutcome
+    from bootc_builder.progress import BuildOutput
     from bootc_builder.push import PushedImage, RegistryOptions
 
 app = typer.Typer(
@@ -82,6 +84,33 @@ LogFormatOpt = Annotated[
 ]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")
+]
+BuildQuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Show only warnings, errors and the result: no live view, no "
+        "output lines, no summary.",
+    ),
+]
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Print every output line, above the live view on a terminal.",
+    ),
+]
+ProgressOpt = Annotated[
+    str,
+    typer.Option(
+        "--progress",
+        click_type=click.Choice(["auto", "tty", "plain"]),
+        help="tty: a live view of the stages; plain: each output line with its "
+        "stage; auto: tty on a terminal outside CI, else plain, with folded "
+        "stages on GitHub Actions and GitLab CI.",
+    ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")
@@ -261,9 +290,25 @@ def build(
             "that built (on a terminal), or print the command that does.",
         ),
     ] = "none",
+    iidfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--iidfile", help="Write the image id, as sha256:ID, to this file."
+        ),
+    ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            help="Copy the whole output, as [stage] lines, to this file. Without "
+            "it, the output of a failed build is saved to a temporary file.",
+        ),
+    ] = None,
     url: UrlOpt = None,
     log_format: LogFormatOpt = LogFormat.AUTO,
-    quiet: QuietOpt = False,
+    progress: ProgressOpt = "auto",
+    verbose: VerboseOpt = False,
+    quiet: BuildQuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an image; the image id is printed on stdout."""
@@ -276,68 +321,145 @@ def build(
     )
     from bootc_builder.logs import configure_logging
     from bootc_builder.pipeline import build as run_build
-    from bootc_builder.push import check_digestfile, write_digestfile
+    from bootc_builder.progress import ProgressMode, choose_style, open_build_output
+    from bootc_builder.push import check_digestfile
 
-    configure_logging(log_format, level=logging.WARNING if quiet else logging.DEBUG)
-    if push and not tag:
-        raise InputError("--push needs at least one --tag to push to")
-    if digestfile is not None and not push:
-        raise InputError("--digestfile needs --push")
-    if digestfile is not None:
-        check_digestfile(digestfile)
-    options = BuildOptions(
-        context=context,
-        containerfile=_default_containerfile(context, file),
-        target=target,
-        tags=tuple(validate_image_reference(t) for t in tag or ()),
-        build_args=parse_key_values(build_arg or (), option="--build-arg"),
-        labels=parse_key_values(label or (), option="--label"),
-        pull=pull,
-        no_cache=no_cache,
-        platform=validate_platform(platform) if platform else None,
-        image_format=image_format,
-        secrets=tuple(parse_secret(value) for value in secret or ()),
+    if quiet and verbose:
+        raise InputError("--quiet and --verbose cannot be used together")
+    style = choose_style(
+        log_format, ProgressMode(progress), stream=sys.stderr, env=os.environ
     )
-    registry = _registry_options(
-        tls_verify=tls_verify,
-        authfile=authfile,
-        creds=creds,
-        password_stdin=password_stdin,
-        retry=retry,
-        retry_delay=retry_delay,
+    output = open_build_output(style, verbose=verbose, quiet=quiet, log_file=log_file)
+    configure_logging(output.log_format, output=output)
+    try:
+        if push and not tag:
+            raise InputError("--push needs at least one --tag to push to")
+        if digestfile is not None and not push:
+            raise InputError("--digestfile needs --push")
+        if digestfile is not None:
+            check_digestfile(digestfile)
+        options = BuildOptions(
+            context=context,
+            containerfile=_default_containerfile(context, file),
+            target=target,
+            tags=tuple(validate_image_reference(t) for t in tag or ()),
+            build_args=parse_key_values(build_arg or (), option="--build-arg"),
+            labels=parse_key_values(label or (), option="--label"),
+            pull=pull,
+            no_cache=no_cache,
+            platform=validate_platform(platform) if platform else None,
+            image_format=image_format,
+            secrets=tuple(parse_secret(value) for value in secret or ()),
+        )
+        registry = _registry_options(
+            tls_verify=tls_verify,
+            authfile=authfile,
+            creds=creds,
+            password_stdin=password_stdin,
+            retry=retry,
+            retry_delay=retry_delay,
+        )
+
+        on_step_failure = None
+        if on_failure == "shell":
+            from bootc_builder.debug import shell_after_failure
+
+            def on_step_failure(error: StepFailedError, service_url: str) -> None:
+                # The live view must leave the terminal before a shell opens on it.
+                output.close(error)
+                shell_after_failure(
+                    error, url=service_url, build_args=options.build_args
+                )
+
+        outcome = run_build(
+            options,
+            url=url,
+            registry=registry,
+            push=push,
+            on_step_failure=on_step_failure,
+        )
+    except BootcBuildError as exc:
+        _finish_failed_build(output, exc, target=target, as_json=as_json)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except BaseException as exc:
+        # Interrupted, or a bug: the live view leaves the terminal, the log stays.
+        output.close(exc)
+        _announce_saved_log(output.finish(success=False))
+        raise
+    output.close()
+    output.finish(success=True)
+    _finish_built(
+        outcome, output, iidfile=iidfile, digestfile=digestfile, as_json=as_json
     )
 
-    on_step_failure = None
-    if on_failure == "shell":
-        from bootc_builder.debug import shell_after_failure
 
-        def on_step_failure(error: StepFailedError, service_url: str) -> None:
-            shell_after_failure(error, url=service_url, build_args=options.build_args)
-
-    outcome = run_build(
-        options,
-        url=url,
-        registry=registry,
-        push=push,
-        on_step_failure=on_step_failure,
+def _finish_built(
+    outcome: BuildOutcome,
+    output: BuildOutput,
+    *,
+    iidfile: Path | None,
+    digestfile: Path | None,
+    as_json: bool,
+) -> None:
+    """Write the result files, the summary and the result of a successful build."""
+    from bootc_builder.logs import use_colour
+    from bootc_builder.progress import OutputStyle
+    from bootc_builder.push import write_digestfile
+    from bootc_builder.summary import (
+        append_step_summary,
+        render_text,
+        result_document,
+        write_iidfile,
     )
 
+    if iidfile is not None:
+        write_iidfile(iidfile, outcome.result.image_id)
     if digestfile is not None:
         write_digestfile(digestfile, outcome.pushed)
+    summary = outcome.summary
+    assert summary is not None
+    append_step_summary(summary)
+    if not output.quiet and output.style is not OutputStyle.JSON:
+        print(render_text(summary, colour=use_colour(sys.stderr)), file=sys.stderr)
     if as_json:
-        _print_json(
-            {
-                "schema": RESULT_SCHEMA,
-                "image_id": outcome.result.image_id,
-                "tags": list(outcome.result.tags),
-                "target": target,
-                "pushed": [image.as_dict() for image in outcome.pushed],
-            }
-        )
+        _print_json(result_document(summary))
         return
     typer.echo(outcome.result.image_id)
     for line in _pushed_lines(outcome.pushed):
         typer.echo(line)
+
+
+def _finish_failed_build(
+    output: BuildOutput, error: BootcBuildError, *, target: str | None, as_json: bool
+) -> None:
+    """Report a failed build, with its summary, JSON result and saved log."""
+    from bootc_builder.summary import (
+        append_step_summary,
+        result_document,
+        summarize_failure,
+    )
+
+    output.close(error)
+    _report_failure(error)
+    # Errors before the build was sent, such as bad input, have no stages.
+    if output.board.started_at is not None:
+        summary = summarize_failure(
+            error,
+            stages=output.board.records(),
+            unstarted=output.board.unstarted(),
+            target=target,
+        )
+        append_step_summary(summary)
+        if as_json:
+            _print_json(result_document(summary))
+    _announce_saved_log(output.finish(success=False))
+
+
+def _announce_saved_log(path: Path | None) -> None:
+    if path is not None:
+        from bootc_builder.buildlog import saved_log_notice
+
+        print(saved_log_notice(path), file=sys.stderr)
 
 
 @app.command(name="push")

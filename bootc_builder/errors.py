@@ -113,8 +113,10 @@ class StepFailedError(BuildFailedError):
         exit_status: int | None,
         tail: list[str],
         last_layer: str | None,
+        containerfile: str | None = None,
     ) -> None:
         super().__init__(message, stage=stage)
+        self.containerfile = containerfile
         self.step = step
         self.instruction = instruction
         self.line = line
@@ -128,6 +130,7 @@ class StepFailedError(BuildFailedError):
             "stage": self.stage,
             "step": self.step,
             "instruction": self.instruction,
+            "containerfile": self.containerfile,
             "containerfile_line": self.line,
             "exit_status": self.exit_status,
             "last_layer": self.last_layer,

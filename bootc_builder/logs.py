@@ -12,11 +12,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
 from bootc_builder.config import LogFormat
+
+if TYPE_CHECKING:
+    from bootc_builder.progress import BuildOutput
 
 EventDict = MutableMapping[str, Any]
 
@@ -203,7 +206,15 @@ class _LineSink:
     JSON framing prepared once per stage.
     """
 
-    def __init__(self, log_format: LogFormat, clock: _Clock, *, colour: bool) -> None:
+    def __init__(
+        self,
+        log_format: LogFormat,
+        clock: _Clock,
+        *,
+        colour: bool,
+        output: Callable[[str, int, str], bool] | None = None,
+    ) -> None:
+        self._output = output
         self._json = log_format is LogFormat.JSON
         self._clock = clock
         self._dim = "\x1b[2m" if colour else ""
@@ -224,6 +235,9 @@ class _LineSink:
             framing = self._framing[key] = self._frame(stage, stage_index)
         if _SECRETS:
             line = redact(line)
+        # A build's progress output may show the line itself instead.
+        if self._output is not None and self._output(stage, stage_index, line):
+            return
         if self._json:
             text = (
                 '{"event":"step.output","level":"debug","timestamp":"'
@@ -264,6 +278,7 @@ def configure_logging(
     *,
     level: int = logging.DEBUG,
     context_vars: bool = False,
+    output: BuildOutput | None = None,
 ) -> LogFormat:
     """Configure structlog for the process and return the format in use.
 
@@ -271,6 +286,11 @@ def configure_logging(
     ``structlog.contextvars.bind_contextvars`` to every event, for commands
     that run several builds at once; it costs time on every event, so single
     builds leave it off.
+
+    ``output`` is a build's progress output from ``progress.open_build_output``:
+    its processors see every event before the renderer, its renderer replaces
+    the console one, and output lines go to its ``write_line``. It filters
+    events for ``-q`` itself, so ``level`` stays at DEBUG with it.
     """
     global _line_sink
     chosen = resolve_log_format(log_format, sys.stderr)
@@ -278,16 +298,24 @@ def configure_logging(
     renderer: structlog.types.Processor
     if chosen is LogFormat.JSON:
         renderer = structlog.processors.JSONRenderer(serializer=_compact_json)
+    elif output is not None and output.renderer is not None:
+        renderer = output.renderer
     else:
         renderer = ConsoleRenderer(colour=use_colour(sys.stderr))
     _line_sink = None
     if level <= logging.DEBUG and not context_vars:
-        _line_sink = _LineSink(chosen, clock, colour=use_colour(sys.stderr))
+        _line_sink = _LineSink(
+            chosen,
+            clock,
+            colour=use_colour(sys.stderr),
+            output=output.write_line if output is not None else None,
+        )
     structlog.configure(
         processors=[
             *([structlog.contextvars.merge_contextvars] if context_vars else []),
             _redact_secrets,
             _add_level_and_time(clock),
+            *(output.processors if output is not None else ()),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

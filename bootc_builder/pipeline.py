@@ -37,6 +37,7 @@ from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
 from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
 from bootc_builder.stages import needed_stages, resolve_target
+from bootc_builder.summary import BuildSummary, summarize
 
 log = structlog.get_logger("bootc_builder")
 
@@ -200,6 +201,7 @@ def run_build(
         "build.started",
         target=plan.target.label,
         needed=[plan.containerfile.stages[i].label for i in plan.needed],
+        needed_index=plan.needed,
         url=connection.url,
     )
     known_containers = connection.storage_container_ids()
@@ -254,6 +256,8 @@ class BuildOutcome:
 
     result: BuildResult
     pushed: list[PushedImage]
+    # None only where a caller builds an outcome without a service, in tests.
+    summary: BuildSummary | None = None
 
 
 # Called while the connection is still open, with the service's URL, so a
@@ -302,4 +306,8 @@ def build(
         pushed: list[PushedImage] = []
         if push:
             pushed = push_image(connection, result.image_id, options.tags, registry)
-        return BuildOutcome(result, pushed)
+        # Sizes are read while the connection, maybe to a private service, is open.
+        summary = summarize(
+            result, connection.image_size, target=options.target, pushed=pushed
+        )
+        return BuildOutcome(result, pushed, summary)

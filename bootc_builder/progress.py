@@ -1,7 +1,7 @@
 """Build progress on stderr: a live view on terminals, plain lines elsewhere.
 
 ``choose_style`` picks one of five styles from ``--log-format``,
-``--progress`` and the environment; ``open_build_output`` puts together what
+``--progress`` and the environment. ``open_build_output`` puts together what
 that style needs for one build:
 
 - ``StageBoard``: a structlog processor that follows the stage events and
@@ -68,7 +68,7 @@ class ProgressMode(enum.StrEnum):
 
 
 class OutputStyle(enum.StrEnum):
-    """How a build shows its progress on stderr."""
+    """Output style of a build's progress on stderr."""
 
     TTY = "tty"
     PLAIN = "plain"
@@ -152,7 +152,7 @@ def stage_status(record: StageRecord | None) -> str:
     """Name a stage's state: waiting, running, cached, done, failed or stopped.
 
     A finished stage is ``cached`` when every step after its FROM was a cache
-    hit; Buildah never reports FROM as cached.
+    hit, because Buildah 1.28 prints no cache line for a FROM step.
     """
     if record is None:
         return "waiting"
@@ -170,7 +170,7 @@ class StageBoard:
 
     It is a structlog processor that passes every event on unchanged, and it
     takes output lines through ``write_line``. The live view reads it from
-    another thread, so every change and every read holds ``lock``.
+    another thread, so every change and every read acquires ``lock``.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -267,10 +267,12 @@ class StageBoard:
     def stop(self, failed_stage: str | None) -> None:
         """Mark ``failed_stage`` failed and every other running stage stopped."""
         with self.lock:
-            now = self._clock()
-            for record in self._by_index.values():
-                if record.status != "running":
-                    continue
+            self._stop_running(failed_stage)
+
+    def _stop_running(self, failed_stage: str | None) -> None:
+        now = self._clock()
+        for record in self._by_index.values():
+            if record.status == "running":
                 record.status = "failed" if record.label == failed_stage else "stopped"
                 record.finished_at = now
 
@@ -342,12 +344,7 @@ class StageBoard:
                 record.finished_at = now
 
     def _build_failed(self, event_dict: EventDict) -> None:
-        failed = _optional_str(event_dict.get("stage"))
-        now = self._clock()
-        for record in self._by_index.values():
-            if record.status == "running":
-                record.status = "failed" if record.label == failed else "stopped"
-                record.finished_at = now
+        self._stop_running(_optional_str(event_dict.get("stage")))
 
 
 def _optional_str(value: Any) -> str | None:
@@ -364,7 +361,7 @@ class Renderer(Protocol):
         """Show one output line of a stage."""
 
     def close(self, error: BaseException | None = None) -> None:
-        """Finish the output; ``error`` is what stopped the build, if anything."""
+        """Finish the output. ``error`` is the exception that stopped the build."""
 
 
 class LevelFilter:
@@ -426,8 +423,8 @@ class PlainRenderer(ConsoleRenderer):
     def write_line(self, stage: str, stage_index: int, line: str) -> None:
         if self._min_level > _LEVELS["debug"]:
             return
-        # sys.stderr is line-buffered, so each line reaches the terminal as
-        # soon as it is written.
+        # Python 3.9 and later line-buffer sys.stderr, so each line reaches the
+        # terminal as soon as it is written.
         self.stream.write(f"{self.prefix(stage)}{line}\n")
 
     def close(self, error: BaseException | None = None) -> None:
@@ -519,6 +516,8 @@ class GitHubRenderer(_FoldingRenderer):
     A failed build gets an ``::error`` annotation on the Containerfile line of
     the failed step, with the path relative to ``workspace`` when the file is
     inside it, because GitHub resolves annotation paths from the repository.
+    Output lines keep their ``[stage]`` prefix, so a build step cannot issue
+    workflow commands, which the runner reads from lines starting with ``::``.
     """
 
     def __init__(
@@ -568,8 +567,8 @@ class GitLabRenderer(_FoldingRenderer):
     """Plain lines in one collapsed section per stage, for GitLab CI.
 
     Section names may use letters, digits, ``_``, ``.`` and ``-`` only, so
-    other characters of a stage name become ``_``; a number is added when the
-    same name is used again.
+    other characters of a stage name become ``_``. A name used again gets a
+    number.
     """
 
     def __init__(
@@ -604,7 +603,7 @@ class GitLabRenderer(_FoldingRenderer):
 
 
 # Escape sequences and control characters that would move the cursor or
-# clear the screen; colour (SGR) sequences, tabs and newlines are kept.
+# clear the screen. Colour (SGR) sequences, tabs and newlines are kept.
 _CURSOR_CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-ln-~]"
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
@@ -645,7 +644,7 @@ class _RawText:
     """Text that rich writes as it is, colour escapes included, without parsing it.
 
     Lines printed above the live view would cost several microseconds each if
-    rich parsed and wrapped them; written raw, the terminal wraps them.
+    rich parsed and wrapped them. Written raw, they are wrapped by the terminal.
     """
 
     def __init__(self, text: str) -> None:
@@ -742,9 +741,9 @@ class TtyRenderer:
     ``close``; events outside it are written as plain lines. While it runs,
     events are kept in memory and a background thread prints them above the
     view and redraws it, so an output line costs a lock and an append. With
-    ``verbose`` every line that the plain style shows is printed above the
-    view; otherwise only events that the view does not show are, such as
-    warnings, and the running stage shows its last lines in the view.
+    ``verbose``, every line that the plain style shows is printed above the
+    view. Without it, only events that the view does not show, such as
+    warnings, are printed, and the running stage shows its last lines.
     """
 
     def __init__(
@@ -810,7 +809,7 @@ class TtyRenderer:
                 self._pending.append(text)
 
     def close(self, error: BaseException | None = None) -> None:
-        """Stop the view; a failed stage named by ``error`` is shown as failed."""
+        """Stop the view, showing the stage that ``error`` names as failed."""
         if self._live is not None and not self._board.build_finished:
             self._board.stop(_error_stage(error))
         self._stop()
@@ -850,8 +849,8 @@ class TtyRenderer:
             try:
                 self._refresh()
             except OSError:
-                # The terminal is gone (a hang-up or a closed pipe); the next
-                # write on the main thread raises the same error to the user.
+                # The terminal is gone after a hang-up or a closed pipe. The
+                # next write on the main thread raises the same error.
                 return
 
     def _refresh(self) -> None:
@@ -883,8 +882,8 @@ class BuildOutput:
 
     ``processors`` go between the timestamp processor and the renderer;
     ``renderer`` is None in the JSON style, where logs.py renders.
-    ``write_line`` is the path of output lines; it returns True when it showed
-    the line, or deliberately did not, and False when logs.py must write it.
+    ``write_line`` is the path of output lines. It returns False when logs.py
+    must write the line, and True when it was shown or deliberately hidden.
     """
 
     style: OutputStyle
@@ -927,7 +926,7 @@ class BuildOutput:
             self.renderer.close(error)
 
     def finish(self, *, success: bool) -> Path | None:
-        """Close the log file; return the path of a kept temporary log, if any."""
+        """Close the log file and return the path of a kept temporary log, if any."""
         if self.build_log is None:
             return None
         return self.build_log.close(success=success)
@@ -942,7 +941,7 @@ def make_renderer(
     stream: TextIO | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Renderer | None:
-    """Create the renderer of a style; None for JSON, which logs.py renders.
+    """Create the renderer of a style, or None for JSON, which logs.py renders.
 
     ``quiet`` gives plain lines of warnings and errors in every console
     style, without a live view or folds.

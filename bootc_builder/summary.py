@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 RESULT_SCHEMA = 1
 
-# Returns the size in bytes of a local image or layer, or None when unknown;
+# Returns the size in bytes of a local image or layer, or None when unknown.
 # PodmanConnection.image_size is one.
 SizeLookup = Callable[[str], int | None]
 
@@ -37,8 +37,11 @@ log = structlog.get_logger("bootc_builder")
 
 @dataclass(frozen=True, slots=True)
 class StageSummary:
-    """One stage of the summary; ``index`` is None only for a stage never started
-    whose index the ``build.started`` event did not give."""
+    """One stage of the summary.
+
+    ``index`` is None only for a stage that never started and whose index the
+    ``build.started`` event did not give.
+    """
 
     index: int | None
     name: str
@@ -52,7 +55,7 @@ class StageSummary:
 
 @dataclass(frozen=True, slots=True)
 class ErrorSummary:
-    """Why the build stopped; the step fields are None unless a step failed."""
+    """The error that stopped a build. The step fields are None unless a step failed."""
 
     message: str
     stage: str | None = None
@@ -80,7 +83,7 @@ class SizeSaving:
 
 @dataclass(frozen=True, slots=True)
 class BuildSummary:
-    """What a build produced, or how far it got before it stopped."""
+    """The outcome of a build: its image, or the stages it ran before it stopped."""
 
     target: str | None
     image_id: str | None
@@ -95,8 +98,8 @@ class BuildSummary:
     def saving(self) -> SizeSaving | None:
         """Compare the final image with the largest other stage, when sizes are known.
 
-        The final stage is the one with the highest index; a build of a
-        single stage has nothing to compare with.
+        The final stage is the one with the highest index. A build of a single
+        stage has nothing to compare with.
         """
         if self.image_size is None or len(self.stages) < 2:
             return None
@@ -164,7 +167,7 @@ def summarize(
 
 
 def error_summary(error: BaseException) -> ErrorSummary:
-    """Describe an error for the summary; a failed step fills every field."""
+    """Describe an error for the summary. A failed step fills every field."""
     if isinstance(error, StepFailedError):
         return ErrorSummary(
             message=str(error),
@@ -223,7 +226,7 @@ def summarize_failure(
 
 
 def format_size(size: int | None) -> str:
-    """Format bytes with decimal units and three significant digits, as podman does."""
+    """Format bytes in decimal units to three significant digits, as podman 4.3 does."""
     if size is None:
         return "-"
     value = float(size)
@@ -245,7 +248,7 @@ def _duration_cell(stage: StageSummary) -> str:
 
 
 def _saving_sentence(saving: SizeSaving) -> str:
-    largest = f"stage {saving.stage} ({format_size(saving.stage_size)})"
+    largest = f"{saving.stage} ({format_size(saving.stage_size)})"
     if saving.saved_bytes > 0:
         return (
             f"the final image is {format_size(saving.saved_bytes)} "

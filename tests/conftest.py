@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -194,19 +195,25 @@ def run_cli(
     cwd: Path | None = None,
     timeout: float = 600,
 ) -> CliResult:
-    """Run bootc-build in a child process, as a user would."""
+    """Run bootc-build in a child process, as a user would.
+
+    The child gets a temporary folder of its own as TMPDIR, removed afterwards,
+    so the output log a failed build keeps is not left behind.
+    """
     child_env = {k: v for k, v in os.environ.items() if k not in _STRIPPED_ENV}
     child_env["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
     if url is not None:
         child_env["CONTAINER_HOST"] = url
     child_env.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "bootc_builder", *args],
-        capture_output=True,
-        text=True,
-        env=child_env,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="bootc-build-test-") as scratch:
+        child_env.setdefault("TMPDIR", scratch)
+        done = subprocess.run(
+            [sys.executable, "-m", "bootc_builder", *args],
+            capture_output=True,
+            text=True,
+            env=child_env,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
     return CliResult(done.returncode, done.stdout, done.stderr)

@@ -67,8 +67,9 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal_env(podman_service: PodmanService) -> dict[str, str]:
+def terminal_env(podman_service: PodmanService, tmp_path: Path) -> dict[str, str]:
     return {
+        "TMPDIR": str(tmp_path),
         "CONTAINER_HOST": podman_service.url,
         "CONTAINERS_CONF": str(CONTAINERS_CONF),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

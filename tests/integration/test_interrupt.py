@@ -32,7 +32,10 @@ def _sleeping_context(folder: Path, base: str) -> Path:
 
 def _start_build(context: Path, env_extra: dict[str, str]) -> subprocess.Popen[str]:
     env = {key: value for key, value in os.environ.items() if key != "CONTAINER_HOST"}
-    env.update({"CONTAINERS_CONF": str(CONTAINERS_CONF), **env_extra})
+    # An interrupted build keeps its output log in TMPDIR; the context's parent
+    # is the test's own temporary folder, removed with it.
+    env.update({"CONTAINERS_CONF": str(CONTAINERS_CONF), "TMPDIR": str(context.parent)})
+    env.update(env_extra)
     return subprocess.Popen(
         [
             sys.executable,

@@ -188,7 +188,7 @@ def test_text_table_lists_stages(full: Recording) -> None:
     assert "image 4acb383012ce (no tags), 4.38 MB" in text
     assert (
         "the final image is 608 MB (99.3%) smaller than the largest build stage, "
-        "stage builder (612 MB)"
+        "builder (612 MB)"
     ) in text
     assert "\x1b" not in text
 
