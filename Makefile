@@ -66,5 +66,10 @@ lint: install
 	$(VENV)/bin/ruff check bootc_builder tests
 	$(VENV)/bin/mypy
 
+# Compares bootc-build with podman build, podman --remote and podman push on
+# private storage and writes benchmarks/RESULTS.md; see benchmarks/README.md.
+bench: deps install standins
+	$(PYTHON) benchmarks/run.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from bootc_builder.buildstream import BuildMonitor, BuildResult
+from bootc_builder.buildstream import BuildMonitor, BuildResult, StageRecord
 from bootc_builder.config import BuildOptions, ImageFormat, PullPolicy, SecretSpec
 from bootc_builder.connection import open_connection
 from bootc_builder.containerfile import Containerfile, Stage, read_containerfile
@@ -33,6 +33,8 @@ from bootc_builder.errors import (
     PodmanUnreachableError,
     StepFailedError,
 )
+from bootc_builder.fingerprint import LABEL as FINGERPRINT_LABEL
+from bootc_builder.fingerprint import fingerprint_build
 from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
 from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
@@ -235,6 +237,65 @@ def run_build(
     return result
 
 
+def reuse_image(
+    connection: PodmanConnection, options: BuildOptions, plan: BuildPlan, digest: str
+) -> BuildResult | None:
+    """Answer the build from an image built from the same inputs, if one exists.
+
+    The image gets the requested tags, and each needed stage is reported as
+    cached. Returns None when no such image exists.
+    """
+    candidates = connection.images_with_label(FINGERPRINT_LABEL, digest)
+    if not candidates:
+        return None
+    started = time.monotonic()
+    image_id = candidates[0].removeprefix("sha256:")
+    stages = plan.containerfile.stages
+    log.info(
+        "build.started",
+        target=plan.target.label,
+        needed=[stages[i].label for i in plan.needed],
+        needed_index=plan.needed,
+        url=connection.url,
+    )
+    for tag in options.tags:
+        connection.tag_image(image_id, tag)
+    records = []
+    for index in plan.needed:
+        stage = stages[index]
+        total = len(stage.instructions)
+        record = StageRecord(
+            index=index,
+            label=stage.label,
+            total_steps=total,
+            started_at=started,
+            finished_at=started,
+            steps=total,
+            cached_steps=total - 1,
+            status="cached",
+        )
+        stage_log = log.bind(stage=stage.label, stage_index=index)
+        stage_log.info("stage.started", steps=total)
+        stage_log.info(
+            "stage.finished",
+            status="cached",
+            duration_s=0.0,
+            steps=total,
+            cached_steps=total - 1,
+        )
+        records.append(record)
+    duration = round(time.monotonic() - started, 3)
+    log.info("build.reused", image_id=image_id, inputs=digest)
+    log.info(
+        "build.finished",
+        image_id=image_id,
+        tags=list(options.tags),
+        duration_s=duration,
+        reused=True,
+    )
+    return BuildResult(image_id, options.tags, duration, tuple(records))
+
+
 def external_bases(plan: BuildPlan) -> list[str]:
     """List the base images of the needed stages that are neither stages nor scratch."""
     stages = plan.containerfile.stages
@@ -293,10 +354,29 @@ def build(
             # The bases are in place; a second pull inside the build would
             # run without the retries above.
             options = replace(options, pull=PullPolicy.MISSING)
-        try:
-            result = run_build(
-                connection, options, plan, registry_headers=registry.auth.header()
+        fingerprint = fingerprint_build(
+            connection,
+            options,
+            plan.containerfile,
+            plan.needed,
+            plan.archive,
+            external_bases(plan),
+        )
+        result = None
+        if fingerprint.digest is not None:
+            result = reuse_image(connection, options, plan, fingerprint.digest)
+            # The label lets the next build with the same inputs find this one.
+            options = replace(
+                options,
+                labels={**options.labels, FINGERPRINT_LABEL: fingerprint.digest},
             )
+        else:
+            log.debug("build.fingerprint_skipped", reason=fingerprint.reason)
+        try:
+            if result is None:
+                result = run_build(
+                    connection, options, plan, registry_headers=registry.auth.header()
+                )
         except StepFailedError as error:
             if on_step_failure is not None:
                 on_step_failure(error, connection.url)

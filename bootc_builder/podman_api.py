@@ -178,6 +178,37 @@ class PodmanConnection:
             response = self._client.get(f"/images/{quote(reference, safe='')}/exists")
             return bool(response.status_code == 204)
 
+    def image_id(self, reference: str) -> str | None:
+        """Return the full id of a local image, or None when there is none."""
+        with _translate_errors(self.url, f"inspect image {reference}"):
+            response = self._client.get(f"/images/{quote(reference, safe='')}/json")
+            if response.status_code != 200:
+                return None
+            image_id = response.json().get("Id")
+            return str(image_id) if image_id else None
+
+    def images_with_label(self, key: str, value: str) -> list[str]:
+        """Return the ids of local images labelled ``key=value``, newest first."""
+        filters = json.dumps({"label": [f"{key}={value}"]})
+        with _translate_errors(self.url, "list images"):
+            response = self._client.get("/images/json", params={"filters": filters})
+            response.raise_for_status()
+            images = sorted(
+                response.json() or [],
+                key=lambda item: item.get("Created", 0),
+                reverse=True,
+            )
+            return [str(item["Id"]) for item in images if item.get("Id")]
+
+    def tag_image(self, image_id: str, reference: str) -> None:
+        """Add the name ``reference`` (REPOSITORY[:TAG]) to a local image."""
+        repository, tag = _split_tag(reference)
+        with _translate_errors(self.url, f"tag image {reference}"):
+            response = self._client.post(
+                f"/images/{image_id}/tag", params={"repo": repository, "tag": tag}
+            )
+            response.raise_for_status()
+
     def image_size(self, reference: str) -> int | None:
         """Return the size in bytes of a local image, or None when unknown."""
         with _translate_errors(self.url, f"inspect image {reference}"):
@@ -330,6 +361,14 @@ def fetch_manifest_digest(
             return str(digest)
         return "sha256:" + hashlib.sha256(response.content).hexdigest()
     raise RegistryAttemptError(last_error)
+
+
+def _split_tag(reference: str) -> tuple[str, str]:
+    """Split NAME[:TAG] at the tag's colon, not a registry port's."""
+    name, colon, tag = reference.rpartition(":")
+    if not colon or "/" in tag:
+        return reference, "latest"
+    return name, tag
 
 
 def split_reference(reference: str) -> tuple[str, str, str]:

@@ -1,0 +1,132 @@
+"""Recognise a build whose inputs have not changed, and reuse its image.
+
+A fully cached rebuild still costs a full round through the Podman service,
+about as long as the build took to check its cache. Instead, every image
+bootc-build builds carries a label with the digest of its inputs: the
+Containerfile, the bytes of the context archive, the build arguments and
+labels, the target, platform, format and pull policy, and the ids of the base
+images. When an image with the same digest exists, the build is answered from
+it: no step could have produced anything else, because Podman's own layer
+cache would have matched every step on the same inputs.
+
+Builds whose inputs the digest cannot see are never answered this way: images
+named in ``COPY --from`` or ``RUN --mount=...,from=``, ``ADD`` from a URL or a
+git repository, build secrets, and contexts larger than
+``MAX_HASHED_CONTEXT_BYTES``. ``--no-cache`` turns it off.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+
+from bootc_builder.config import BuildOptions
+from bootc_builder.containerfile import Containerfile, Stage
+from bootc_builder.context import ContextArchive
+from bootc_builder.podman_api import PodmanConnection
+
+LABEL = "io.github.bootc-build.inputs"
+SCHEME = "bootc-build-inputs-v1"
+# Reading a large context twice (once here, once to send it) would cost more
+# than the build it could save.
+MAX_HASHED_CONTEXT_BYTES = 64 * 1024 * 1024
+
+_REMOTE_SOURCES = ("http://", "https://", "git@", "git://")
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """The digest of a build's inputs, or why there is none."""
+
+    digest: str | None
+    reason: str = ""
+
+
+def fingerprint_build(
+    connection: PodmanConnection,
+    options: BuildOptions,
+    containerfile: Containerfile,
+    needed: list[int],
+    archive: ContextArchive,
+    bases: list[str],
+) -> Fingerprint:
+    """Compute the digest of the build's inputs, or say why it cannot be trusted."""
+    if options.no_cache:
+        return Fingerprint(None, "--no-cache")
+    if options.secrets:
+        return Fingerprint(None, "the build uses secrets")
+    blocker = _unseen_input(containerfile, needed)
+    if blocker:
+        return Fingerprint(None, blocker)
+
+    digest = hashlib.sha256(SCHEME.encode())
+    _add(digest, "containerfile", options.containerfile.read_bytes())
+    settings = {
+        "target": options.target,
+        "build_args": options.build_args,
+        "labels": options.labels,
+        "platform": options.platform,
+        "format": str(options.image_format),
+        "pull": str(options.pull),
+        "containerfile_name": archive.containerfile_name,
+    }
+    _add(digest, "settings", json.dumps(settings, sort_keys=True).encode())
+    for base in bases:
+        base_id = connection.image_id(base)
+        if base_id is None:
+            return Fingerprint(None, f"base image {base} is not in local storage")
+        _add(digest, "base", f"{base}={base_id}".encode())
+
+    context = hashlib.sha256()
+    size = 0
+    for chunk in archive.chunks():
+        size += len(chunk)
+        if size > MAX_HASHED_CONTEXT_BYTES:
+            return Fingerprint(None, "the context is too large to hash first")
+        context.update(chunk)
+    _add(digest, "context", context.digest())
+    return Fingerprint(digest.hexdigest())
+
+
+def _add(digest: hashlib._Hash, name: str, value: bytes) -> None:
+    # Length prefixes keep one field's end from passing for the next one's start.
+    digest.update(f"{name}:{len(value)}:".encode())
+    digest.update(value)
+
+
+def _unseen_input(containerfile: Containerfile, needed: list[int]) -> str | None:
+    """Name an input of the needed stages that the digest cannot cover, if any."""
+    stages = containerfile.stages
+    for index in needed:
+        stage = stages[index]
+        known = _stage_names(stages[:index])
+        for instruction in stage.instructions[1:]:
+            for flag in instruction.flags:
+                source = _from_value(flag)
+                if source is not None and source not in known:
+                    return f"line {instruction.line} reads from image {source}"
+            if instruction.keyword == "ADD" and any(
+                value.startswith(_REMOTE_SOURCES) for value in instruction.value
+            ):
+                return f"line {instruction.line} adds a remote source"
+    return None
+
+
+def _stage_names(earlier: tuple[Stage, ...]) -> set[str]:
+    names = {stage.name for stage in earlier if stage.name}
+    return names | {str(stage.index) for stage in earlier}
+
+
+def _from_value(flag: str) -> str | None:
+    """Return the source named by ``--from=X`` or a mount's ``from=X``, if any."""
+    if flag.startswith("--from="):
+        return flag.removeprefix("--from=")
+    if flag.startswith("--mount="):
+        fields = next(csv.reader([flag.removeprefix("--mount=")]), [])
+        for field in fields:
+            key, _, value = field.partition("=")
+            if key.strip() == "from":
+                return value
+    return None
