@@ -87,9 +87,13 @@ class BuildLog:
         return event_dict
 
     def write_line(self, stage: str, stage_index: int, line: str) -> None:
+        self.write_lines(stage, stage_index, [line])
+
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
         stream = self._stream
         if stream is not None:
-            stream.write(f"[{stage}] {line}\n")
+            prefix = f"[{stage}] "
+            stream.write("".join(f"{prefix}{line}\n" for line in lines))
 
     def close(self, *, success: bool) -> Path | None:
         """Close the file and return its path when it is a kept temporary log.

@@ -29,6 +29,10 @@ _LAYER = re.compile(r"^--> (Using cache )?([0-9a-f]{7,64})$")
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _EXIT_STATUS = re.compile(r"exit status (\d+)")
 _TAGGED = "Successfully tagged "
+# First characters of the lines that may be markers rather than output:
+# "[i/N] STEP", "STEP", "--> ID", "COMMIT" and "Successfully tagged".
+_MARKER_STARTS = frozenset("[S-C")
+_IMAGE_ID_LENGTH = 64
 
 TAIL_LINES = 20
 
@@ -126,41 +130,63 @@ class BuildMonitor:
             self._pending = ""
         lines = text.split("\n")
         self._pending = lines.pop()
+        # Plain output lines go out in batches, one write for each message of
+        # the stream, because builds print hundreds of thousands of them.
+        batch: list[str] = []
         for line in lines:
-            self._handle_line(line)
+            if line[:1] in _MARKER_STARTS or len(line) == _IMAGE_ID_LENGTH:
+                if batch:
+                    self._output(batch)
+                    batch = []
+                output = self._handle_marker(line)
+                if output is None:
+                    continue
+                line = output
+            batch.append(line)
+        if batch:
+            self._output(batch)
 
     def _flush_pending(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, ""
-            self._handle_line(pending)
+            output = self._handle_marker(pending)
+            if output is not None:
+                self._output([output])
 
-    def _handle_line(self, line: str) -> None:
+    def _handle_marker(self, line: str) -> str | None:
+        """Handle a line that may be a step, layer, commit or id marker.
+
+        Returns the text to show as output, or None when the line was only a
+        marker.
+        """
         first = line[:1]
         if first in ("[", "S") and self._handle_step(line):
-            return
+            return None
         if first == "-" and self._handle_layer(line):
-            return
+            return None
         if first in ("[", "C") and (commit := _COMMIT.match(line)):
             # The stage prefix is dropped: the event carries the stage already.
-            self._output(line[commit.start(1) :])
-            return
+            return line[commit.start(1) :]
         if _IMAGE_ID.match(line):
             self._image_id = line
-            return
+            return None
         if line.startswith(_TAGGED):
             self._tags.append(line[len(_TAGGED) :])
-        self._output(line)
+        return line
 
-    def _output(self, line: str) -> None:
+    def _output(self, lines: list[str]) -> None:
         current = self._current
         if current is None:
-            self._log.debug("build.output", line=line)
+            for line in lines:
+                self._log.debug("build.output", line=line)
             return
-        current.tail.append(line)
+        current.tail.extend(lines)
         if self._sink is not None:
-            self._sink(current.label, current.index, line)
+            self._sink.write_lines(current.label, current.index, lines)
             return
-        self._stage_logs[current.index].debug("step.output", line=line)
+        stage_log = self._stage_logs[current.index]
+        for line in lines:
+            stage_log.debug("step.output", line=line)
 
     def _handle_step(self, line: str) -> bool:
         match = _STEP.match(line)

@@ -9,6 +9,12 @@ images. When an image with the same digest exists, the build is answered from
 it: no step could have produced anything else, because Podman's own layer
 cache would have matched every step on the same inputs.
 
+A multi-stage build gives its intermediate stage images the same labels as
+the final image, so the label alone cannot tell them apart. bootc-build also
+records which image each digest produced in ``reused-images.json`` under
+``$XDG_CACHE_HOME/bootc-build`` (default ``~/.cache``), and reuses an image only
+when both the record and the label agree.
+
 Builds whose inputs the digest cannot see are never answered this way: images
 named in ``COPY --from`` or ``RUN --mount=...,from=``, ``ADD`` from a URL or a
 git repository, build secrets, and contexts larger than
@@ -20,7 +26,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from bootc_builder.config import BuildOptions
 from bootc_builder.containerfile import Containerfile, Stage
@@ -34,6 +43,8 @@ SCHEME = "bootc-build-inputs-v1"
 MAX_HASHED_CONTEXT_BYTES = 64 * 1024 * 1024
 
 _REMOTE_SOURCES = ("http://", "https://", "git@", "git://")
+# Records kept in the index; older ones are dropped first.
+MAX_RECORDS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +141,43 @@ def _from_value(flag: str) -> str | None:
             if key.strip() == "from":
                 return value
     return None
+
+
+def _index_path() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "bootc-build" / "reused-images.json"
+
+
+def _read_index() -> dict[str, str]:
+    try:
+        records = json.loads(_index_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(records, dict):
+        return {}
+    return {str(key): str(value) for key, value in records.items()}
+
+
+def recall(digest: str) -> str | None:
+    """Return the id of the final image recorded for ``digest``, if any."""
+    return _read_index().get(digest)
+
+
+def remember(digest: str, image_id: str) -> None:
+    """Record that ``digest`` produced the final image ``image_id``.
+
+    The index is a cache: failing to write it only means the next build runs.
+    """
+    records = _read_index()
+    records.pop(digest, None)
+    records[digest] = image_id
+    kept = dict(list(records.items())[-MAX_RECORDS:])
+    path = _index_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".reused-")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(kept, stream)
+        os.replace(temporary, path)
+    except OSError:
+        return

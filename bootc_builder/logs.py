@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
@@ -197,13 +197,13 @@ def _stderr_logger_factory(*_: Any) -> _StderrLogger:
     return _StderrLogger()
 
 
-class _LineSink:
+class LineSink:
     """Write ``step.output`` events without going through structlog.
 
     Output lines are most of what a build logs, and the structlog pipeline
     costs several microseconds per event. This writes the same text that the
     configured renderer would, for this one event, with its stage prefix or
-    JSON framing prepared once per stage.
+    JSON framing prepared once per stage, and one write for each batch.
     """
 
     def __init__(
@@ -212,7 +212,7 @@ class _LineSink:
         clock: _Clock,
         *,
         colour: bool,
-        output: Callable[[str, int, str], bool] | None = None,
+        output: BuildOutput | None = None,
     ) -> None:
         self._output = output
         self._json = log_format is LogFormat.JSON
@@ -229,22 +229,29 @@ class _LineSink:
         return f"{self._dim}[{stage}]{self._reset} "
 
     def __call__(self, stage: str, stage_index: int, line: str) -> None:
+        self.write_lines(stage, stage_index, [line])
+
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
+        """Write output lines of one stage that arrived together."""
         key = (stage, stage_index)
         framing = self._framing.get(key)
         if framing is None:
             framing = self._framing[key] = self._frame(stage, stage_index)
         if _SECRETS:
-            line = redact(line)
-        # A build's progress output may show the line itself instead.
-        if self._output is not None and self._output(stage, stage_index, line):
+            lines = [redact(line) for line in lines]
+        # A build's progress output may show the lines itself instead.
+        if self._output is not None and self._output.write_lines(
+            stage, stage_index, lines
+        ):
             return
         if self._json:
-            text = (
+            head = (
                 '{"event":"step.output","level":"debug","timestamp":"'
-                f'{self._clock.now()}"{framing}{_encode_string(line)}}}\n'
+                f'{self._clock.now()}"{framing}'
             )
+            text = "".join(f"{head}{_encode_string(line)}}}\n" for line in lines)
         else:
-            text = f"{framing}{line}\n"
+            text = "".join(f"{framing}{line}\n" for line in lines)
         stream = sys.stderr
         stream.write(text)
         stream.flush()
@@ -253,10 +260,10 @@ class _LineSink:
 # The C encoder behind json.dumps for one string, without its per-call set-up;
 # like ensure_ascii=False, it keeps non-ASCII text as it is.
 _encode_string = json.encoder.encode_basestring
-_line_sink: _LineSink | None = None
+_line_sink: LineSink | None = None
 
 
-def line_sink() -> Callable[[str, int, str], None] | None:
+def line_sink() -> LineSink | None:
     """Return the fast writer for build output lines, if the configuration has one.
 
     None means output lines go through structlog: for example under
@@ -304,11 +311,8 @@ def configure_logging(
         renderer = ConsoleRenderer(colour=use_colour(sys.stderr))
     _line_sink = None
     if level <= logging.DEBUG and not context_vars:
-        _line_sink = _LineSink(
-            chosen,
-            clock,
-            colour=use_colour(sys.stderr),
-            output=output.write_line if output is not None else None,
+        _line_sink = LineSink(
+            chosen, clock, colour=use_colour(sys.stderr), output=output
         )
     structlog.configure(
         processors=[

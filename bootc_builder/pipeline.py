@@ -34,7 +34,7 @@ from bootc_builder.errors import (
     StepFailedError,
 )
 from bootc_builder.fingerprint import LABEL as FINGERPRINT_LABEL
-from bootc_builder.fingerprint import fingerprint_build
+from bootc_builder.fingerprint import fingerprint_build, recall, remember
 from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
 from bootc_builder.push import PushedImage, RegistryOptions, pull_bases, push_image
@@ -245,11 +245,17 @@ def reuse_image(
     The image gets the requested tags, and each needed stage is reported as
     cached. Returns None when no such image exists.
     """
-    candidates = connection.images_with_label(FINGERPRINT_LABEL, digest)
-    if not candidates:
+    recorded = recall(digest)
+    if recorded is None:
+        return None
+    candidates = {
+        image.removeprefix("sha256:")
+        for image in connection.images_with_label(FINGERPRINT_LABEL, digest)
+    }
+    if recorded not in candidates:
         return None
     started = time.monotonic()
-    image_id = candidates[0].removeprefix("sha256:")
+    image_id = recorded
     stages = plan.containerfile.stages
     log.info(
         "build.started",
@@ -377,6 +383,8 @@ def build(
                 result = run_build(
                     connection, options, plan, registry_headers=registry.auth.header()
                 )
+                if fingerprint.digest is not None:
+                    remember(fingerprint.digest, result.image_id)
         except StepFailedError as error:
             if on_step_failure is not None:
                 on_step_failure(error, connection.url)

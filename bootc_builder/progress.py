@@ -202,10 +202,14 @@ class StageBoard:
 
     def write_line(self, stage: str, stage_index: int, line: str) -> None:
         """Add one output line to the tail of its stage."""
+        self.write_lines(stage, stage_index, [line])
+
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
+        """Add output lines to the tail of their stage."""
         with self.lock:
             record = self._by_index.get(stage_index)
             if record is not None:
-                record.tail.append(line)
+                record.tail.extend(lines)
 
     def now(self) -> float:
         return self._clock()
@@ -906,11 +910,16 @@ class BuildOutput:
         return chain
 
     def write_line(self, stage: str, stage_index: int, line: str) -> bool:
-        self.board.write_line(stage, stage_index, line)
+        return self.write_lines(stage, stage_index, [line])
+
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> bool:
+        """Take output lines of one stage; True when they need no other writing."""
+        self.board.write_lines(stage, stage_index, lines)
         if self.build_log is not None:
-            self.build_log.write_line(stage, stage_index, line)
+            self.build_log.write_lines(stage, stage_index, lines)
         if self.renderer is not None:
-            self.renderer.write_line(stage, stage_index, line)
+            for line in lines:
+                self.renderer.write_line(stage, stage_index, line)
             return True
         return self.quiet
 

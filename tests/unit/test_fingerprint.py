@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bootc_builder import fingerprint
 from bootc_builder.containerfile import parse_containerfile
 from bootc_builder.fingerprint import _from_value, _unseen_input
 from bootc_builder.stages import needed_stages, resolve_target
@@ -68,3 +71,30 @@ def test_only_needed_stages_count() -> None:
 )
 def test_from_value(flag: str, value: str | None) -> None:
     assert _from_value(flag) == value
+
+
+def test_index_remembers_latest_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(fingerprint, "MAX_RECORDS", 3)
+
+    for number in range(5):
+        fingerprint.remember(f"digest-{number}", f"image-{number}")
+    fingerprint.remember("digest-2", "image-2b")
+
+    assert fingerprint.recall("digest-0") is None
+    assert fingerprint.recall("digest-1") is None
+    assert fingerprint.recall("digest-2") == "image-2b"
+    assert fingerprint.recall("digest-4") == "image-4"
+
+
+def test_unreadable_index_means_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    index = tmp_path / "bootc-build" / "reused-images.json"
+    index.parent.mkdir()
+    index.write_text("not json")
+
+    assert fingerprint.recall("anything") is None
