@@ -7,8 +7,8 @@ CLI and the `podman system service` that bootc-build and `podman --remote` talk
 to get the same --root and --runroot, so they share images and the layer cache.
 Registries and the stand-in service for packing listen only on 127.0.0.1 or on
 a socket in the temporary directory. Everything is stopped and removed at the
-end, also after an error or Ctrl-C. benchmarks/README.md says what each
-scenario measures.
+end, also after an error or Ctrl-C. benchmarks/README.md describes each
+scenario.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ STRIPPED_ENV = (
 COMMAND_TIMEOUT_S = 900.0
 SERVICE_START_TIMEOUT_S = 30.0
 
-# Targets, as medians on a 2-core machine.
+# Targets. Time targets apply to medians on a 2-core machine, RSS targets to
+# the highest peak RSS of any run.
 RSS_LIMIT_MIB = 80.0
 LARGE_CONTEXT_RSS_LIMIT_MIB = 100.0
 # A 10x volume counts as flat when its peak RSS is at most this much above 1x.
@@ -196,9 +197,9 @@ class Variant:
     """One command of a comparison and the check that its output must pass.
 
     ``prepare``, when set, returns a context manager that starts what one run
-    needs, such as an empty registry, and yields the argv to run; ``check``
-    runs while that is still up. ``argv`` is then the command as shown in the
-    report.
+    needs, such as an empty registry, and yields the argv to run. ``check``
+    runs while that is still up, and ``argv`` is then only the command shown
+    in the report.
     """
 
     label: str
@@ -242,7 +243,7 @@ class Figure:
 
 @dataclass
 class Report:
-    """What one scenario measured."""
+    """The series, figures, notes and commands of one scenario."""
 
     key: str
     title: str
@@ -289,8 +290,8 @@ class Bench:
     """A temporary directory with private Podman storage and a service on it."""
 
     def __init__(self) -> None:
-        # Podman rejects a run root of 50 characters or more, so the directory
-        # sits directly in /tmp with a short name.
+        # Podman 4.3 rejects a run root longer than 50 characters, so the
+        # directory sits directly in /tmp with a short name.
         self.tmp = Path(tempfile.mkdtemp(prefix="bootc-bench-", dir="/tmp"))
         self.root = self.tmp / "root"
         self.runroot = self.tmp / "run"
@@ -400,7 +401,7 @@ class Bench:
             if self.socket.exists() and unix_http_get(self.socket, "/_ping") == 200:
                 return
             time.sleep(0.1)
-        raise BenchError(f"podman system service did not answer on {self.socket}")
+        raise BenchError(f"podman system service did not respond on {self.socket}")
 
     def stop_service(self) -> None:
         if self._service is not None and self._service.poll() is None:
@@ -460,8 +461,11 @@ class Bench:
         """Stop the service, remove everything in the private storage and the dir."""
         self.stop_service()
         if self.root.exists():
+            # Build containers exist only in storage; `rm --all` skips them.
+            containers = self._storage_containers()
             for args in (
                 ("rm", "--all", "--force"),
+                *(("rm", "--force", container) for container in containers),
                 ("rmi", "--all", "--force"),
             ):
                 subprocess.run(
@@ -471,13 +475,6 @@ class Bench:
                     capture_output=True,
                     check=False,
                     timeout=COMMAND_TIMEOUT_S,
-                )
-            for container in self._storage_containers():
-                subprocess.run(
-                    self.podman_argv("rm", "--force", container),
-                    env=self.env,
-                    capture_output=True,
-                    check=False,
                 )
         self._unmount_leftovers()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -630,8 +627,8 @@ class SameImage:
     """A check that every run prints the same image id as its last stdout line.
 
     With no ``expected`` id, the first run that is checked, usually the
-    warm-up, sets it. bootc-build may answer with an image of its own that
-    carries a label, so its id is compared with its own first run.
+    warm-up, sets it. bootc-build may return an image of its own that carries
+    a label, so its id is compared with its own first run.
     """
 
     def __init__(self, expected: str | None = None) -> None:
@@ -777,12 +774,11 @@ class _SinkServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class _SinkHandler(BaseHTTPRequestHandler):
-    """Answer the calls that `bootc-build build` makes and discard the context.
+    """Serve the calls that `bootc-build build` makes and discard the context.
 
-    The build endpoint reads the whole chunked body, as Podman does before it
-    starts a build, and then returns a two-step stream whose output line gives
-    the number of bytes received, so that the harness can check that every
-    byte of the archive arrived.
+    The build endpoint reads and discards the whole chunked body before it
+    replies. The two-step stream it returns has an output line with the number
+    of bytes received, so the harness can check that every byte arrived.
     """
 
     protocol_version = "HTTP/1.1"
@@ -937,8 +933,9 @@ def bench_cached_rebuild(bench: Bench, plan: RunPlan, report: Report) -> None:
         "The stand-ins of `make standins` (the Go toolset made with mmdebstrap "
         "and the 2 MB busybox bootc base) were copied from the default storage "
         f"with `podman save | podman --root ... load` ({copy_s:.0f} s, not "
-        "measured). Every run checks that the image id equals that of a first, "
-        "unmeasured build, so that every step came from the cache."
+        "measured). A first, unmeasured `podman build` fills the layer cache. "
+        "Every podman run checks that it returns that build's image id, and "
+        "every bootc-build run that it returns the id of its own warm-up run."
     )
     args = [
         *("--build-arg", f"BUILDER_IMAGE={GO_TOOLSET_IMAGE}"),
@@ -965,7 +962,7 @@ def bench_cached_rebuild(bench: Bench, plan: RunPlan, report: Report) -> None:
     )
     if ours_cached.image_id != cached.image_id:
         report.notes.append(
-            f"bootc-build answered every run with image {ours_cached.image_id:.12}, "
+            f"bootc-build returned image {ours_cached.image_id:.12} on every run, "
             f"not the {cached.image_id:.12} that Podman's cache gives, so its "
             "warm-up run made an image of its own and later runs reused it."
         )
@@ -1011,9 +1008,15 @@ def bench_log_volume(bench: Bench, plan: RunPlan, report: Report) -> None:
         in_stderr = expect_text(marker, in_stderr=True)
         bootc = bench.bootc_argv("build", "--no-cache", "--url", bench.url, context)
         variants = [
-            Variant(f"{volume} JSON", [*bootc, "--log-format", "json"], in_stderr),
             Variant(
-                f"{volume} console", [*bootc, "--log-format", "console"], in_stderr
+                f"{volume} bootc-build JSON",
+                [*bootc, "--log-format", "json"],
+                in_stderr,
+            ),
+            Variant(
+                f"{volume} bootc-build console",
+                [*bootc, "--log-format", "console"],
+                in_stderr,
             ),
             Variant(
                 f"{volume} podman build",
@@ -1030,7 +1033,8 @@ def bench_log_volume(bench: Bench, plan: RunPlan, report: Report) -> None:
         # A warm-up adds little to the long 10x runs.
         named = report.add(bench, compare(bench, variants, runs, warmup=volume == "1x"))
         by_volume[volume] = named
-        as_json, console = named[f"{volume} JSON"], named[f"{volume} console"]
+        as_json = named[f"{volume} bootc-build JSON"]
+        console = named[f"{volume} bootc-build console"]
         local, remote = (
             named[f"{volume} podman build"],
             named[f"{volume} podman --remote build"],
@@ -1072,8 +1076,8 @@ def bench_log_volume(bench: Bench, plan: RunPlan, report: Report) -> None:
         report.figures.append(
             flat_rss_figure(
                 f"{name} peak RSS flat from 1x to 10x",
-                by_volume["1x"][f"1x {name}"],
-                by_volume["10x"][f"10x {name}"],
+                by_volume["1x"][f"1x bootc-build {name}"],
+                by_volume["10x"][f"10x bootc-build {name}"],
             )
         )
 
@@ -1100,6 +1104,7 @@ def bench_context(bench: Bench, plan: RunPlan, report: Report) -> None:
         "for podman build, reads) the context, and Podman copies it to check the "
         "cached COPY."
     )
+
     context = str(folder)
     image_id = bench.podman("build", "--quiet", context).split()[-1]
     cached = SameImage(image_id.removeprefix("sha256:"))
@@ -1107,7 +1112,7 @@ def bench_context(bench: Bench, plan: RunPlan, report: Report) -> None:
     variants = [
         Variant("bootc-build", [*bootc, context], SameImage()),
         Variant("podman build", bench.podman_argv("build", context), cached),
-        # One podman --remote run takes about half a minute here.
+        # One podman --remote run takes about half a minute on a 2-core machine.
         Variant(
             "podman --remote build",
             bench.remote_argv("build", context),
@@ -1117,6 +1122,7 @@ def bench_context(bench: Bench, plan: RunPlan, report: Report) -> None:
     ]
     # The first local build has filled the page cache.
     named = report.add(bench, compare(bench, variants, plan.context_runs, warmup=False))
+
     ours = named["bootc-build"]
     report.figures += [
         ratio_figure(
@@ -1186,6 +1192,7 @@ def make_packing_inputs(
         report.notes.append(
             f"{label}: {kept + 2:,} files and {human_bytes(kept_bytes)} sent."
         )
+
     folder = bench.work / "packing-small-files"
     folder.mkdir()
     total = make_small_files(
@@ -1196,6 +1203,7 @@ def make_packing_inputs(
     report.notes.append(
         f"{label}: random content, {human_bytes(total)} in all, 200 a directory."
     )
+
     folder = bench.work / "packing-sparse-file"
     folder.mkdir()
     make_sparse(folder / "disk.img", SPARSE_FILE_BYTES)
@@ -1232,12 +1240,12 @@ def bench_packing(bench: Bench, plan: RunPlan, report: Report) -> None:
             variant = Variant(item.label, argv, sink_check(item.files))
             print(f"  {item.label}", flush=True)
             named |= report.add(bench, compare(bench, [variant], item.runs))
-    one, ten = named[inputs[0].label], named[inputs[1].label]
+    small_tree, large_tree = named[inputs[0].label], named[inputs[1].label]
     report.figures += [
-        rss_figure("1x context peak RSS", one),
-        rss_figure("10x context peak RSS", ten),
-        flat_rss_figure("peak RSS flat from 1x to 10x context", one, ten),
-        info_ratio("10x / 1x context wall time", ten, one),
+        rss_figure("1x context peak RSS", small_tree),
+        rss_figure("10x context peak RSS", large_tree),
+        flat_rss_figure("peak RSS flat from 1x to 10x context", small_tree, large_tree),
+        info_ratio("10x / 1x context wall time", large_tree, small_tree),
     ]
     for item in inputs[2:]:
         series = named[item.label]
@@ -1267,10 +1275,10 @@ def push_variant(
                 {"Accept": MANIFEST_MEDIA_TYPES},
             )
             if status != 200:
-                raise BenchError(f"the registry answers {status} for the pushed tag")
+                raise BenchError(f"the registry returned {status} for the pushed tag")
 
-    shown = make_argv(f"{LOOPBACK}:PORT/{PUSH_REPOSITORY}:latest")
-    return Variant(label, shown, warmup=False, prepare=prepare)
+    displayed_argv = make_argv(f"{LOOPBACK}:PORT/{PUSH_REPOSITORY}:latest")
+    return Variant(label, displayed_argv, warmup=False, prepare=prepare)
 
 
 def build_push_image(bench: Bench) -> int:
@@ -1423,8 +1431,10 @@ def machine_facts() -> list[tuple[str, str]]:
     python = command_output(
         [str(REPO / ".venv" / "bin" / "python"), "-c", "import sys; print(sys.version)"]
     )
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return [
         ("CPU", f"{cpu_model}, {os.cpu_count()} cores (nproc)"),
+        ("load average at the start (1, 5, 15 min)", load),
         ("memory", memory),
         ("kernel", os.uname().release),
         ("podman", command_output(["podman", "--version"])),
@@ -1449,18 +1459,19 @@ def render_markdown(
     total_s: float,
     finished: datetime,
 ) -> str:
+    duration = f"{total_s / 60:.1f} minutes" if total_s >= 120 else f"{total_s:.0f} s"
     out: list[str] = [
         "# Benchmark results",
         "",
         f"Written by `benchmarks/run.py` ({mode}) on "
         f"{finished:%Y-%m-%d %H:%M} UTC. The whole run, with set-up and clean-up, "
-        f"took {total_s / 60:.1f} minutes. benchmarks/README.md says how to run "
-        "it and what each figure means.",
+        f"took {duration}. benchmarks/README.md explains how to run it and what "
+        "each figure means.",
         "",
         "Wall and CPU times are medians over the runs and peak RSS is the maximum. "
-        "CPU time and RSS are those of the measured process alone (os.wait4), so "
-        "for bootc-build and `podman --remote` they leave out the work of the "
-        "Podman service.",
+        "CPU time and RSS come from os.wait4 on the measured command, so CPU time "
+        "covers that process and the children it waited for. For bootc-build and "
+        "`podman --remote` both leave out the work of the Podman service.",
         "",
         "## Machine and versions",
         "",
@@ -1485,7 +1496,8 @@ def render_markdown(
     for number, report in enumerate(reports, start=1):
         out += ["", f"## {number}. {report.title} (`{report.key}`)", ""]
         out.append(f"Took {report.elapsed_s:.0f} s with set-up.")
-        out += ["", *(f"- {note}" for note in report.notes)]
+        if report.notes:
+            out += ["", *(f"- {note}" for note in report.notes)]
         if report.error is not None:
             out += ["", "This scenario failed:", "", "```", report.error, "```"]
         if report.series:
@@ -1571,6 +1583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output is None and not args.quick and args.only is None:
         output = DEFAULT_OUTPUT
     check_prerequisites()
+
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     facts = machine_facts()
@@ -1595,7 +1608,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         print("removing the private storage and temporary files", flush=True)
         bench.cleanup()
+
     total_s = time.monotonic() - started
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    facts.append(("load average at the end (1, 5, 15 min)", load))
     print_summary(reports)
     print(f"\ntotal {total_s:.0f} s")
     if output is not None:

@@ -95,9 +95,34 @@ class PodmanService:
         out = self.podman("images", "--all", "--quiet", "--no-trunc").stdout
         return {image_id.removeprefix("sha256:") for image_id in out.split()}
 
+    def wipe(self) -> None:
+        """Remove every container and image of the private storage, then the folders.
+
+        `podman system reset` would also remove the machine's networks, which
+        other users of the machine share, so the storage is emptied by hand.
+        """
+        self.podman("rm", "--all", "--force", check=False)
+        for container in self.container_ids():
+            self.podman("rm", "--force", container, check=False)
+        self.podman("rmi", "--all", "--force", check=False)
+        for folder in (self.root, self.runroot):
+            _unmount_below(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
     def container_ids(self) -> set[str]:
         out = self.podman("ps", "--all", "--external", "--quiet").stdout
         return set(out.split())
+
+
+def _unmount_below(folder: Path) -> None:
+    """Unmount whatever storage left mounted below ``folder``, deepest first."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [
+            line.split()[1] for line in mounts if line.split()[1].startswith(prefix)
+        ]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
 def wait_for_socket(service: PodmanService, timeout: float) -> None:
@@ -152,8 +177,7 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
             service.process.kill()
             service.process.wait()
         log.close()
-        # Removes every container, image and mount of the private storage.
-        service.podman("system", "reset", "--force", check=False)
+        service.wipe()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -67,7 +67,7 @@ def _stop_service(service: PodmanService) -> None:
         service.process.kill()
         service.process.wait()
     # The storage is private to this service, so reset removes only its images.
-    service.podman("system", "reset", "--force", check=False)
+    service.wipe()
 
 
 def _build_busybox(service: PodmanService, context: Path) -> None:

@@ -19,6 +19,21 @@ from tests.conftest import CONTAINERS_CONF, PodmanService, wait_for_socket
 
 pytestmark = pytest.mark.integration
 
+SCRATCH = Path("/var/tmp")
+
+
+@pytest.fixture(autouse=True)
+def _remove_cancelled_uploads() -> Iterator[None]:
+    """Remove the upload folders that Podman 4.3 keeps after a cancelled build.
+
+    The service unpacks each build's context under /var/tmp/libpod_builder*
+    and does not remove it when the client goes away mid-build.
+    """
+    before = set(SCRATCH.glob("libpod_builder*"))
+    yield
+    for leftover in set(SCRATCH.glob("libpod_builder*")) - before:
+        shutil.rmtree(leftover, ignore_errors=True)
+
 
 def _sleeping_context(folder: Path, base: str) -> Path:
     folder.mkdir()
@@ -195,7 +210,7 @@ def doomed_service() -> Iterator[PodmanService]:
         if service.process.poll() is None:
             service.process.kill()
         service.process.wait()
-        service.podman("system", "reset", "--force", check=False)
+        service.wipe()
         shutil.rmtree(base, ignore_errors=True)
 
 
