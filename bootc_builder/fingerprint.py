@@ -1,19 +1,16 @@
 """Recognise a build whose inputs have not changed, and reuse its image.
 
 A fully cached rebuild still costs a full round through the Podman service,
-about as long as the build took to check its cache. Instead, every image
-bootc-build builds carries a label with the digest of its inputs: the
-Containerfile, the bytes of the context archive, the build arguments and
-labels, the target, platform, format and pull policy, and the ids of the base
-images. When an image with the same digest exists, the build is answered from
-it: no step could have produced anything else, because Podman's own layer
-cache would have matched every step on the same inputs.
-
-A multi-stage build gives its intermediate stage images the same labels as
-the final image, so the label alone cannot tell them apart. bootc-build also
-records which image each digest produced in ``reused-images.json`` under
-``$XDG_CACHE_HOME/bootc-build`` (default ``~/.cache``), and reuses an image only
-when both the record and the label agree.
+about as long as the build took to check its cache. Instead, bootc-build
+records the digest of each build's inputs with the id of the image it
+produced: the Containerfile, the bytes of the context archive, the build
+arguments and labels, the target, platform, format and pull policy, and the
+ids of the base images. When a later build has the same digest and the image
+still exists, the build is answered from it: Podman's own layer cache would
+have matched every step on the same inputs. An image id is the digest of the
+image's configuration, so an image with the recorded id is the one that build
+produced. The records live in ``reused-images.json`` under
+``$XDG_CACHE_HOME/bootc-build`` (default ``~/.cache``).
 
 Builds whose inputs the digest cannot see are never answered this way: images
 named in ``COPY --from`` or ``RUN --mount=...,from=``, ``ADD`` from a URL or a
@@ -36,7 +33,6 @@ from bootc_builder.containerfile import Containerfile, Stage
 from bootc_builder.context import ContextArchive
 from bootc_builder.podman_api import PodmanConnection
 
-LABEL = "io.github.bootc-build.inputs"
 SCHEME = "bootc-build-inputs-v1"
 # Reading a large context twice (once here, once to send it) would cost more
 # than the build it could save.

@@ -33,7 +33,6 @@ from bootc_builder.errors import (
     PodmanUnreachableError,
     StepFailedError,
 )
-from bootc_builder.fingerprint import LABEL as FINGERPRINT_LABEL
 from bootc_builder.fingerprint import fingerprint_build, recall, remember
 from bootc_builder.logs import register_secret
 from bootc_builder.podman_api import PodmanConnection, QueryParams
@@ -246,13 +245,9 @@ def reuse_image(
     cached. Returns None when no such image exists.
     """
     recorded = recall(digest)
-    if recorded is None:
-        return None
-    candidates = {
-        image.removeprefix("sha256:")
-        for image in connection.images_with_label(FINGERPRINT_LABEL, digest)
-    }
-    if recorded not in candidates:
+    # An image id is the digest of the image's configuration, so an image that
+    # still has the recorded id is the one that build produced.
+    if recorded is None or connection.image_id(recorded) is None:
         return None
     started = time.monotonic()
     image_id = recorded
@@ -371,11 +366,6 @@ def build(
         result = None
         if fingerprint.digest is not None:
             result = reuse_image(connection, options, plan, fingerprint.digest)
-            # The label lets the next build with the same inputs find this one.
-            options = replace(
-                options,
-                labels={**options.labels, FINGERPRINT_LABEL: fingerprint.digest},
-            )
         else:
             log.debug("build.fingerprint_skipped", reason=fingerprint.reason)
         try:

@@ -187,19 +187,6 @@ class PodmanConnection:
             image_id = response.json().get("Id")
             return str(image_id) if image_id else None
 
-    def images_with_label(self, key: str, value: str) -> list[str]:
-        """Return the ids of local images labelled ``key=value``, newest first."""
-        filters = json.dumps({"label": [f"{key}={value}"]})
-        with _translate_errors(self.url, "list images"):
-            response = self._client.get("/images/json", params={"filters": filters})
-            response.raise_for_status()
-            images = sorted(
-                response.json() or [],
-                key=lambda item: item.get("Created", 0),
-                reverse=True,
-            )
-            return [str(item["Id"]) for item in images if item.get("Id")]
-
     def tag_image(self, image_id: str, reference: str) -> None:
         """Add the name ``reference`` (REPOSITORY[:TAG]) to a local image."""
         repository, tag = _split_tag(reference)

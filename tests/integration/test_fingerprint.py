@@ -122,3 +122,16 @@ def test_image_copied_from_is_never_reused(
 
     assert "build.reused" not in events
     assert "build.fingerprint_skipped" in events
+
+
+def test_removed_image_is_built_again(
+    podman_service: PodmanService, context: Path, new_images: set[str]
+) -> None:
+    first, _ = _build(podman_service, context)
+    podman_service.podman("rmi", "--force", first)
+
+    second, events = _build(podman_service, context)
+
+    assert "build.reused" not in events
+    assert "step.started" in events
+    assert len(second) == 64
