@@ -136,7 +136,7 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
     tried = ", ".join(url for url, _ in candidates)
     if explicit_url is not None:
         raise PodmanUnreachableError(
-            f"no Podman service answered at {explicit_url} within "
+            f"no Podman service responded at {explicit_url} within "
             f"{NAMED_SERVICE_WAIT_S:.0f} s ({reason}); check the address, or start "
             f"`podman system service --time=0 {explicit_url}` there"
         )
@@ -145,7 +145,7 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
             yield connection
         return
     raise PodmanUnreachableError(
-        f"no Podman service answered at {tried}, and the podman program is not "
+        f"no Podman service responded at {tried}, and the podman program is not "
         "installed to start one; install podman, start a service with "
         "`systemctl start podman.socket`, or pass --url"
     )
@@ -194,7 +194,7 @@ def _wait_for_service(
             output = log_path.read_text(errors="replace").strip().splitlines()
             last = output[-1] if output else "no output"
             raise PodmanUnreachableError(
-                f"no Podman service answered, and `podman system service` exited "
+                f"no Podman service responded, and `podman system service` exited "
                 f"with status {process.returncode}: {last}"
             )
         outcome = _try_connect(url)
@@ -202,8 +202,8 @@ def _wait_for_service(
             return outcome
         time.sleep(0.05)
     raise PodmanUnreachableError(
-        f"no Podman service answered, and the private service on {url} did not "
-        f"answer within {PRIVATE_SERVICE_START_TIMEOUT_S:.0f} s"
+        f"no Podman service responded, and the private service on {url} did not "
+        f"respond within {PRIVATE_SERVICE_START_TIMEOUT_S:.0f} s"
     )
 
 

@@ -7,7 +7,7 @@ The hierarchy follows what a user can do about a failure::
     │   ├── ContainerfileError       the Containerfile cannot be read or is invalid
     │   ├── TargetNotFoundError      --target names no stage
     │   └── ContextError             the build context cannot be read or packed
-    ├── PodmanUnreachableError       exit 3: no Podman service answered
+    ├── PodmanUnreachableError       exit 3: no Podman service responded
     ├── PodmanAPIError               exit 1: the service rejected a request
     ├── BuildFailedError             exit 1: the build ran and failed
     │   └── StepFailedError          a step of a stage failed
@@ -78,13 +78,13 @@ class ContextError(InputError):
 
 
 class PodmanUnreachableError(BootcBuildError):
-    """No Podman service answered on any of the addresses tried."""
+    """No Podman service responded on any of the addresses tried."""
 
     exit_code = ExitCode.UNREACHABLE
 
 
 class PodmanAPIError(BootcBuildError):
-    """The Podman service answered a request with an error."""
+    """The Podman service rejected a request with an error."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)

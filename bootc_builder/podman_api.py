@@ -64,7 +64,7 @@ def _translate_errors(url: str, action: str) -> Iterator[None]:
         ) from exc
     except requests.Timeout as exc:
         raise PodmanUnreachableError(
-            f"the Podman service at {url} did not answer in time to {action}"
+            f"the Podman service at {url} did not respond in time to {action}"
         ) from exc
     except (requests.RequestException, PodmanError, ValueError) as exc:
         raise PodmanAPIError(f"the request to {action} failed: {exc}") from exc
@@ -107,13 +107,13 @@ class PodmanConnection:
         self.close()
 
     def ping(self, *, timeout: float = 3.0) -> str:
-        """Return the service's API version; raise if it does not answer."""
+        """Return the service's API version, or raise when it does not respond."""
         with _translate_errors(self.url, "check that it is running"):
             response = self._client.get("/_ping", timeout=timeout)
             version = response.headers.get("Libpod-API-Version")
             if response.status_code != 200 or version is None:
                 raise PodmanUnreachableError(
-                    f"{self.url} answered, but not as a Podman service "
+                    f"{self.url} responded, but not as a Podman service "
                     f"(HTTP {response.status_code} to /_ping); check the address"
                 )
             return str(version)
@@ -316,12 +316,12 @@ def fetch_manifest_digest(
     plain HTTP after it, as Podman does for insecure registries.
 
     Raises:
-        RegistryAttemptError: the registry could not be asked or did not answer.
+        RegistryAttemptError: the registry could not be reached or did not respond.
     """
     host, repository, tag = split_reference(reference)
     path = f"/v2/{repository}/manifests/{tag}"
     schemes = ["https"] if tls_verify else ["https", "http"]
-    last_error = "no answer"
+    last_error = "no response"
     for scheme in schemes:
         verify: bool | str = _ca_bundle(host) if tls_verify else False
         try:
