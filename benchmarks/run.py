@@ -44,6 +44,7 @@ BOOTC_BUILD = REPO / ".venv" / "bin" / "bootc-build"
 CONTAINERS_CONF = REPO / "contrib" / "containers.conf"
 TWO_STAGE = REPO / "Containerfiles" / "two-stage"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "RESULTS.md"
+ANALYSIS = REPO / "benchmarks" / "ANALYSIS.md"
 
 # The stand-ins that `make standins` puts in the default storage; see Makefile.
 GO_TOOLSET_IMAGE = "localhost/bootc-build-standins/go-toolset:bookworm"
@@ -1618,15 +1619,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode = "quick mode" if args.quick else "full mode"
         if args.only:
             mode += ", only " + ", ".join(args.only)
-        output.write_text(
-            render_markdown(
-                reports,
-                facts,
-                mode=mode,
-                total_s=total_s,
-                finished=datetime.now(UTC),
-            )
+        text = render_markdown(
+            reports,
+            facts,
+            mode=mode,
+            total_s=total_s,
+            finished=datetime.now(UTC),
         )
+        # The reasons behind missed targets are written by hand, with the
+        # profiles that show them, and kept beside the harness.
+        if ANALYSIS.exists():
+            text = text.rstrip("\n") + "\n\n" + ANALYSIS.read_text()
+        output.write_text(text)
         print(f"wrote {output}")
     return 1 if any(report.error for report in reports) else 0
 

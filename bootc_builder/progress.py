@@ -364,6 +364,11 @@ class Renderer(Protocol):
     def write_line(self, stage: str, stage_index: int, line: str) -> None:
         """Show one output line of a stage."""
 
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
+        """Show output lines of a stage that arrived together."""
+        for line in lines:
+            self.write_line(stage, stage_index, line)
+
     def close(self, error: BaseException | None = None) -> None:
         """Finish the output. ``error`` is the exception that stopped the build."""
 
@@ -430,6 +435,14 @@ class PlainRenderer(ConsoleRenderer):
         # Python 3.9 and later line-buffer sys.stderr, so each line reaches the
         # terminal as soon as it is written.
         self.stream.write(f"{self.prefix(stage)}{line}\n")
+
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
+        if self._min_level > _LEVELS["debug"]:
+            return
+        # One write per batch: a line-buffered stderr flushes on every newline
+        # of a write, but makes one system call for the whole batch.
+        prefix = self.prefix(stage)
+        self.stream.write("".join(f"{prefix}{line}\n" for line in lines))
 
     def close(self, error: BaseException | None = None) -> None:
         self.stream.flush()
@@ -804,6 +817,13 @@ class TtyRenderer:
                 self._pending.append(text)
         raise structlog.DropEvent
 
+    def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
+        if self._live is None:
+            self._plain.write_lines(stage, stage_index, lines)
+            return
+        for line in lines:
+            self.write_line(stage, stage_index, line)
+
     def write_line(self, stage: str, stage_index: int, line: str) -> None:
         if self._live is None:
             self._plain.write_line(stage, stage_index, line)
@@ -918,8 +938,7 @@ class BuildOutput:
         if self.build_log is not None:
             self.build_log.write_lines(stage, stage_index, lines)
         if self.renderer is not None:
-            for line in lines:
-                self.renderer.write_line(stage, stage_index, line)
+            self.renderer.write_lines(stage, stage_index, lines)
             return True
         return self.quiet
 
