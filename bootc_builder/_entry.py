@@ -1,4 +1,4 @@
-"""The program's entry point: answer --version and --help before heavy imports.
+"""The program's entry point: handle --version and --help before heavy imports.
 
 ``--version`` needs nothing but the version string. For help, ``rich`` is made
 unimportable before Typer loads: Typer then prints plain click help, which

@@ -1,6 +1,6 @@
 """Turn the Podman build stream into per-stage events and a build result.
 
-The libpod build endpoint sends JSON lines. Each ``stream`` value holds text
+The libpod build endpoint sends JSON lines. Each ``stream`` value contains text
 that may contain several lines or part of one. Buildah 1.28 marks steps as
 ``[i/N] STEP j/M: INSTRUCTION``, where ``i`` is the stage's 1-based position in
 the Containerfile; the prefix is left out when only one stage is built. A
@@ -39,7 +39,7 @@ TAIL_LINES = 20
 
 @dataclass(slots=True)
 class StageRecord:
-    """What the stream has shown about one stage so far."""
+    """The progress of one stage, as the stream has shown it so far."""
 
     index: int
     label: str

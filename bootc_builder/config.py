@@ -29,7 +29,7 @@ class ImageFormat(enum.StrEnum):
 
 
 class LogFormat(enum.StrEnum):
-    """How log events are rendered on stderr."""
+    """The rendering of log events on stderr."""
 
     AUTO = "auto"
     CONSOLE = "console"
@@ -152,7 +152,7 @@ def validate_image_reference(reference: str, *, option: str = "--tag") -> str:
     """Return ``reference`` unchanged if it is a valid image name.
 
     Raises:
-        InputError: the reference is malformed; the message says why.
+        InputError: the reference is malformed; the message gives the reason.
     """
     if _REFERENCE.match(reference):
         return reference

@@ -2,7 +2,7 @@
 
 The order is ``--url``, then ``CONTAINER_HOST``, then the rootful and the
 rootless default sockets. An explicit ``--url`` is the only address tried. When
-nothing answers and the ``podman`` program is installed, a private
+nothing responds and the ``podman`` program is installed, a private
 ``podman system service`` runs on a socket in a temporary directory for the
 duration of the command, so a fresh machine needs no service set up first.
 """
@@ -83,7 +83,7 @@ def _unix_socket_missing(url: str) -> bool:
 
 
 def _try_connect(url: str) -> PodmanConnection | str:
-    """Return a connection that answered, or the reason there is none."""
+    """Return a connection that responded, or the reason there is none."""
     if _unix_socket_missing(url):
         return "the socket does not exist"
     connection = PodmanConnection(url)
@@ -96,7 +96,7 @@ def _try_connect(url: str) -> PodmanConnection | str:
 
 
 def _wait_for_named_service(url: str, wait_s: float) -> PodmanConnection | str:
-    """Try ``url`` until it answers or ``wait_s`` seconds have passed."""
+    """Try ``url`` until it responds or ``wait_s`` seconds have passed."""
     deadline = time.monotonic() + wait_s
     delay = 0.1
     while True:
@@ -115,7 +115,7 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
 
     Raises:
         InputError: a URL has an unknown scheme.
-        PodmanUnreachableError: nothing answered and no service could be started.
+        PodmanUnreachableError: nothing responded and no service could be started.
     """
     candidates = candidate_urls(explicit_url)
     reason = ""

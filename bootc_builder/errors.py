@@ -2,7 +2,7 @@
 
 The hierarchy follows what a user can do about a failure::
 
-    BootcBuildError                  exit 1 unless a subclass says otherwise
+    BootcBuildError                  exit 1 unless a subclass sets another
     ├── InputError                   exit 2: bad usage or input, nothing was sent
     │   ├── ContainerfileError       the Containerfile cannot be read or is invalid
     │   ├── TargetNotFoundError      --target names no stage
@@ -138,14 +138,14 @@ class StepFailedError(BuildFailedError):
 
 
 class RegistryAttemptError(BootcBuildError):
-    """One attempt at a registry operation failed, with the text that says why.
+    """One attempt at a registry operation failed, with Podman's text of the cause.
 
     The retry loop classifies the text and decides whether to try again.
     """
 
 
 class RegistryError(BootcBuildError):
-    """A push or a pull failed; says whether retrying could have helped."""
+    """A push or a pull failed for good, with whether the cause was transient."""
 
     def __init__(
         self,

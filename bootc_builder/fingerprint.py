@@ -6,13 +6,13 @@ records the digest of each build's inputs with the id of the image it
 produced: the Containerfile, the bytes of the context archive, the build
 arguments and labels, the target, platform, format and pull policy, and the
 ids of the base images. When a later build has the same digest and the image
-still exists, the build is answered from it: Podman's own layer cache would
+still exists, that image is the result: Podman's own layer cache would
 have matched every step on the same inputs. An image id is the digest of the
 image's configuration, so an image with the recorded id is the one that build
 produced. The records live in ``reused-images.json`` under
 ``$XDG_CACHE_HOME/bootc-build`` (default ``~/.cache``).
 
-Builds whose inputs the digest cannot see are never answered this way: images
+Builds whose inputs the digest cannot see always run: images
 named in ``COPY --from`` or ``RUN --mount=...,from=``, ``ADD`` from a URL or a
 git repository, build secrets, and contexts larger than
 ``MAX_HASHED_CONTEXT_BYTES``. ``--no-cache`` turns it off.
@@ -59,7 +59,7 @@ def fingerprint_build(
     archive: ContextArchive,
     bases: list[str],
 ) -> Fingerprint:
-    """Compute the digest of the build's inputs, or say why it cannot be trusted."""
+    """Compute the digest of the build's inputs, or the reason it cannot be trusted."""
     if options.no_cache:
         return Fingerprint(None, "--no-cache")
     if options.secrets:

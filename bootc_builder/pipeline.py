@@ -57,7 +57,7 @@ _PULL_POLICIES = {
 
 @dataclass(frozen=True, slots=True)
 class BuildPlan:
-    """What the checks before the build found: the stages and the context."""
+    """The result of the checks before a build: the stages and the context."""
 
     containerfile: Containerfile
     target: Stage
@@ -239,7 +239,7 @@ def run_build(
 def reuse_image(
     connection: PodmanConnection, options: BuildOptions, plan: BuildPlan, digest: str
 ) -> BuildResult | None:
-    """Answer the build from an image built from the same inputs, if one exists.
+    """Return the image built earlier from the same inputs as this build's result.
 
     The image gets the requested tags, and each needed stage is reported as
     cached. Returns None when no such image exists.

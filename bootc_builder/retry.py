@@ -4,7 +4,7 @@ Podman reports every registry problem of a push or pull as text: HTTP 400
 with the registry's status inside the message, or an ``error`` line inside a
 streamed HTTP 200. ``classify`` reads that text once, here, and decides.
 Authentication, permission, naming and certificate problems are final: they
-fail at once with a hint. Network faults, timeouts, 408, 429 and 5xx answers
+fail at once with a hint. Network faults, timeouts, 408, 429 and 5xx responses
 are transient and retried with exponential waits plus jitter, within a bound
 on the number of attempts and on the total time.
 """
@@ -106,7 +106,7 @@ _TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
 
 @dataclass(frozen=True, slots=True)
 class Classification:
-    """What a failure message means for retrying it."""
+    """The retry decision for one failure message."""
 
     transient: bool
     cause: str

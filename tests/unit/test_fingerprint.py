@@ -1,4 +1,4 @@
-"""Which inputs keep a build from being answered by a reused image."""
+"""The inputs that keep a build from reusing an earlier image."""
 
 from __future__ import annotations
 
