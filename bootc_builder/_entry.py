@@ -1,9 +1,13 @@
-"""The program's entry point: handle --version and --help before heavy imports.
+"""The program's entry point: handle --version before heavy imports.
 
-``--version`` needs nothing but the version string. For help, ``rich`` is made
-unimportable before Typer loads: Typer then prints plain click help, which
-skips importing rich and keeps literal brackets such as ``[default: ...]``
-intact.
+``--version`` needs nothing but the version string. For every other command,
+``rich`` cannot be imported until a terminal view calls ``allow_rich()``.
+Typer, structlog and podman-py import rich when it is installed, for help,
+tracebacks and pull progress bars that bootc-build does not use. Without it
+they take their plain code paths. That saves about 80 ms of imports (rich,
+markdown-it, pygments) on every run without a live view, measured on
+``bootc-build build`` with bad input. Help also keeps literal brackets such
+as ``[default: ...]`` intact.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ def main() -> NoReturn:
     if arguments == ["--version"]:
         print(f"bootc-build {__version__}")
         sys.exit(0)
-    if not arguments or "--help" in arguments:
-        # A None entry in sys.modules makes `import rich` raise ImportError.
-        sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+    # A None entry in sys.modules makes `import rich` raise ImportError.
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     from bootc_builder.cli import main as run
 
     run()
+
+
+def allow_rich() -> None:
+    """Make rich importable again, for the live view and the summary table."""
+    if "rich" in sys.modules and sys.modules["rich"] is None:
+        del sys.modules["rich"]

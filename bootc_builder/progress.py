@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import structlog
 
+from bootc_builder._entry import allow_rich
 from bootc_builder.buildstream import StageRecord
 from bootc_builder.config import LogFormat
 from bootc_builder.logs import ConsoleRenderer, EventDict, use_colour
@@ -841,6 +842,7 @@ class TtyRenderer:
         atexit.unregister(self.close)
 
     def _start(self) -> None:
+        allow_rich()
         from rich.console import Console
         from rich.live import Live
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from bootc_builder._entry import allow_rich
 from bootc_builder.buildstream import BuildResult, StageRecord
 from bootc_builder.errors import BootcBuildError, BuildFailedError, StepFailedError
 from bootc_builder.progress import format_duration, stage_status
@@ -266,6 +267,7 @@ def render_text(summary: BuildSummary, *, colour: bool, width: int = 100) -> str
     """Render the summary as a table and a few lines, for a terminal or a log."""
     from io import StringIO
 
+    allow_rich()
     from rich import box
     from rich.console import Console
     from rich.table import Table
