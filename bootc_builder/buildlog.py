@@ -91,9 +91,9 @@ class BuildLog:
 
     def write_lines(self, stage: str, stage_index: int, lines: list[str]) -> None:
         stream = self._stream
-        if stream is not None:
+        if stream is not None and lines:
             prefix = f"[{stage}] "
-            stream.write("".join(f"{prefix}{line}\n" for line in lines))
+            stream.write(prefix + f"\n{prefix}".join(lines) + "\n")
 
     def close(self, *, success: bool) -> Path | None:
         """Close the file and return its path when it is a kept temporary log.

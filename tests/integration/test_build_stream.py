@@ -1,0 +1,54 @@
+"""The build stream of a real Podman service, read through the adapter."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from bootc_builder import podman_api
+from bootc_builder.context import ContextArchive
+from bootc_builder.podman_api import PodmanConnection
+from tests.conftest import PodmanService
+
+
+def test_build_stream_read_in_batches(
+    podman_service: PodmanService,
+    busybox_image: str,
+    new_images: set[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readers: list[Callable[[int], bytes]] = []
+    batched = podman_api._chunked_payloads
+
+    def recording(read1: Callable[[int], bytes]) -> Iterator[bytes]:
+        readers.append(read1)
+        return batched(read1)
+
+    monkeypatch.setattr(podman_api, "_chunked_payloads", recording)
+    (tmp_path / "Containerfile").write_text(f"FROM {busybox_image}\nRUN seq 1 20000\n")
+    archive = ContextArchive(tmp_path, tmp_path / "Containerfile")
+    params = [
+        ("dockerfile", json.dumps(["Containerfile"])),
+        ("layers", "true"),
+        ("rm", "true"),
+        ("forcerm", "true"),
+        ("nocache", "true"),
+        ("outputformat", "application/vnd.oci.image.manifest.v1+json"),
+    ]
+
+    with PodmanConnection(podman_service.url) as connection:
+        messages = list(connection.build(params, archive.chunks()))
+
+    # The service's own stream, not requests' line reader, was decoded.
+    assert len(readers) == 1
+    text = "".join(str(message.get("stream", "")) for message in messages)
+    numbers = [line for line in text.splitlines() if line.isdecimal()]
+    assert numbers == [str(n) for n in range(1, 20001)]
+    assert "COMMIT" in text
+    # The stream ran to its end, where Podman prints the image id.
+    assert re.search(r"^[0-9a-f]{64}$", text, re.MULTILINE)
