@@ -186,13 +186,42 @@ def _escapes_context(relpath: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
+class _NameList:
+    """An append-only list of relative paths, stored as NUL-separated bytes.
+
+    200,000 names of 24 characters take 4.6 MiB this way against 15 MiB as
+    a list of str objects, so the packer's memory stays nearly flat as the
+    tree grows. NUL cannot occur in a path, and the file system encoding with
+    surrogate escapes gives back each name exactly.
+    """
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._count = 0
+
+    def append(self, name: str) -> None:
+        self._data += os.fsencode(name)
+        self._data.append(0)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        data = self._data
+        start = 0
+        while (end := data.find(0, start)) >= 0:
+            yield os.fsdecode(bytes(data[start:end]))
+            start = end + 1
+
+
 class ContextArchive:
     """The build context of one build, packed on demand as a tar stream.
 
     The constructor checks the context and the Containerfile, reads the ignore
     file and walks the tree, so that every error it can find is raised before
-    anything is sent. It keeps the list of relative paths to send, which is the
-    only part of its memory that grows with the tree.
+    anything is sent. It keeps the relative paths to send, packed as bytes,
+    which is the only part of its memory that grows with the tree.
 
     Attributes:
         containerfile_name: Path of the Containerfile inside the archive, for the
@@ -374,9 +403,9 @@ class ContextArchive:
 
     # Walk
 
-    def _walk(self) -> list[str]:
+    def _walk(self) -> _NameList:
         """List the relative paths to send, in archive order."""
-        entries: list[str] = []
+        entries = _NameList()
         stack = [("", iter(self._list_dir("")))]
         while stack:
             prefix, children = stack[-1]

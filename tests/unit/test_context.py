@@ -16,6 +16,7 @@ import pytest
 from bootc_builder.context import (
     RESERVED_CONTAINERFILE_NAME,
     ContextArchive,
+    _NameList,
 )
 from bootc_builder.errors import ContainerfileError, ContextError
 
@@ -642,3 +643,15 @@ def test_mode_bits_of_regular_file(tree: Path) -> None:
     (tree / "a.txt").chmod(0o755)
     found = members(pack(ContextArchive(tree, tree / "Containerfile")))
     assert stat.S_IMODE(found["a.txt"].mode) == 0o755
+
+
+def test_name_list_gives_back_every_name_in_order() -> None:
+    # Names that are not valid UTF-8 arrive from os.scandir with surrogate escapes.
+    names = ["a", "dir/b c", "caf\udce9", "ü/ß", "", "x" * 300, "dir/a"]
+    packed = _NameList()
+    for name in names:
+        packed.append(name)
+
+    assert len(packed) == len(names)
+    assert list(packed) == names
+    assert list(packed) == names
