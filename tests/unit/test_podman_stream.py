@@ -12,6 +12,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bootc_builder import podman_api
 from bootc_builder.podman_api import (
     _chunked_payloads,
     _decode_batch,
@@ -172,3 +173,17 @@ def test_body_after_the_last_chunk_is_not_read() -> None:
 
     assert list(batches) == [b"abc"]
     assert len(reads) == 1
+
+
+def test_short_read_waits_before_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(podman_api.time, "sleep", waits.append)
+    large = _chunked(b"x" * podman_api._SHORT_READ, [])[:-5]
+    parts = [large, b"3\r\nabc\r\n", b"0\r\n\r\n"]
+
+    assert (
+        b"".join(_chunked_payloads(_reader(parts)))
+        == b"x" * (podman_api._SHORT_READ) + b"abc"
+    )
+    # The long read is handled at once, and each short one waits for more.
+    assert waits == [podman_api._BATCH_WAIT_S, podman_api._BATCH_WAIT_S]
