@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from bootc_builder._entry import freeze_loaded_objects
 from bootc_builder.config import LogFormat
 
 
@@ -85,6 +86,7 @@ def bake_command(
     from bootc_builder.cli import _print_json, _registry_options
     from bootc_builder.logs import configure_logging, redact
 
+    freeze_loaded_objects()
     configure_logging(
         log_format,
         level=logging.WARNING if quiet else logging.DEBUG,

@@ -19,6 +19,7 @@ import click
 import typer
 
 from bootc_builder import __version__
+from bootc_builder._entry import freeze_loaded_objects
 from bootc_builder.config import ImageFormat, LogFormat, PullPolicy
 from bootc_builder.errors import (
     BootcBuildError,
@@ -324,6 +325,7 @@ def build(
     from bootc_builder.progress import ProgressMode, choose_style, open_build_output
     from bootc_builder.push import check_digestfile
 
+    freeze_loaded_objects()
     if quiet and verbose:
         raise InputError("--quiet and --verbose cannot be used together")
     style = choose_style(
@@ -488,6 +490,7 @@ def push_command(
     from bootc_builder.logs import configure_logging
     from bootc_builder.push import check_digestfile, push_image, write_digestfile
 
+    freeze_loaded_objects()
     configure_logging(log_format, level=logging.WARNING if quiet else logging.INFO)
     if digestfile is not None:
         check_digestfile(digestfile)
@@ -556,6 +559,7 @@ def debug(
     from bootc_builder.push import RegistryOptions
     from bootc_builder.stages import resolve_target
 
+    freeze_loaded_objects()
     configure_logging(log_format, level=logging.INFO)
     if not stage:
         raise InputError("debug needs --stage NAME: the stage to open a shell in")
