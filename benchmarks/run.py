@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ class RunPlan:
 
 
 FULL_PLAN = RunPlan(
-    runs=5, volume_runs=2, context_runs=3, slow_reference_runs=2, startup_runs=20
+    runs=7, volume_runs=2, context_runs=3, slow_reference_runs=2, startup_runs=20
 )
 QUICK_PLAN = RunPlan(
     runs=2, volume_runs=1, context_runs=1, slow_reference_runs=1, startup_runs=5
@@ -645,6 +646,52 @@ class SameImage:
             raise BenchError(
                 f"expected image {self.image_id!r} as the last line, got {last!r}"
             )
+
+
+def endpoint_argv(bench: Bench, context: Path, *, no_cache: bool) -> list[str]:
+    """Return a curl command that posts ``context`` to the build endpoint.
+
+    curl sends the archive that bootc-build packs, with the query that
+    bootc-build sends, and writes the service's stream to stdout. Its time is
+    the service's work with next to no client work: the least that any client
+    of this endpoint can take.
+    """
+    from bootc_builder.context import ContextArchive
+
+    archive = bench.work / f"{context.name}.tar"
+    if not archive.exists():
+        packer = ContextArchive(context, context / "Containerfile")
+        with archive.open("wb") as stream:
+            for chunk in packer.chunks():
+                stream.write(chunk)
+    query = [
+        ("dockerfile", json.dumps(["Containerfile"])),
+        ("layers", "true"),
+        ("rm", "true"),
+        ("forcerm", "true"),
+        ("pullpolicy", "missing"),
+        ("outputformat", "application/vnd.oci.image.manifest.v1+json"),
+    ]
+    if no_cache:
+        query.append(("nocache", "true"))
+    return [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--unix-socket",
+        str(bench.socket),
+        "--request",
+        "POST",
+        "--header",
+        "Content-Type: application/x-tar",
+        # Without this header curl waits for a 100 Continue before a large body.
+        "--header",
+        "Expect:",
+        "--upload-file",
+        str(archive),
+        f"http://podman/v4.0.0/libpod/build?{urllib.parse.urlencode(query)}",
+    ]
 
 
 def expect_text(marker: str, *, in_stderr: bool) -> Check:
@@ -1029,6 +1076,11 @@ def bench_log_volume(bench: Bench, plan: RunPlan, report: Report) -> None:
                 bench.remote_argv("build", "--no-cache", context),
                 in_stdout,
             ),
+            Variant(
+                f"{volume} curl, the endpoint alone",
+                endpoint_argv(bench, Path(context), no_cache=True),
+                in_stdout,
+            ),
         ]
         print(f"  {volume}: {lines:,} lines", flush=True)
         # A warm-up adds little to the long 10x runs.
@@ -1040,7 +1092,11 @@ def bench_log_volume(bench: Bench, plan: RunPlan, report: Report) -> None:
             named[f"{volume} podman build"],
             named[f"{volume} podman --remote build"],
         )
+        endpoint = named[f"{volume} curl, the endpoint alone"]
         report.figures += [
+            info_ratio(
+                f"{volume} curl, the endpoint alone / podman build", endpoint, local
+            ),
             ratio_figure(
                 f"{volume} console / podman build", console, local, 1.10, strict=False
             ),
@@ -1120,6 +1176,12 @@ def bench_context(bench: Bench, plan: RunPlan, report: Report) -> None:
             cached,
             max_runs=plan.slow_reference_runs,
         ),
+        Variant(
+            "curl, the endpoint alone",
+            endpoint_argv(bench, folder, no_cache=False),
+            expect_text(image_id.removeprefix("sha256:"), in_stderr=False),
+            max_runs=plan.slow_reference_runs,
+        ),
     ]
     # The first local build has filled the page cache.
     named = report.add(bench, compare(bench, variants, plan.context_runs, warmup=False))
@@ -1135,6 +1197,11 @@ def bench_context(bench: Bench, plan: RunPlan, report: Report) -> None:
         ),
         ratio_figure(
             "bootc-build / podman build", ours, named["podman build"], 1.3, strict=False
+        ),
+        info_ratio(
+            "curl, the endpoint alone / podman build",
+            named["curl, the endpoint alone"],
+            named["podman build"],
         ),
         rss_figure("bootc-build peak RSS", ours),
     ]
