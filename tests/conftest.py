@@ -125,6 +125,22 @@ def _unmount_below(folder: Path) -> None:
         subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
+def service_env(base: Path) -> dict[str, str]:
+    """Return the environment for a private Podman service and CLI under ``base``.
+
+    TMPDIR points into ``base``: Podman 4.3 otherwise works under /var/tmp,
+    where a build cancelled during its commit leaves an empty ``buildah*``
+    folder behind.
+    """
+    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    for name in _STRIPPED_ENV:
+        env.pop(name, None)
+    scratch = base / "tmp"
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
+    return env
+
+
 def wait_for_socket(service: PodmanService, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,9 +169,7 @@ def podman_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanS
         pytest.fail("podman is not installed; run `make deps` or .ci/run first")
 
     base = tmp_path_factory.mktemp("podman")
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    for name in _STRIPPED_ENV:
-        env.pop(name, None)
+    env = service_env(base)
     service = PodmanService(
         root=base / "root", runroot=base / "run", socket=base / "podman.sock", env=env
     )

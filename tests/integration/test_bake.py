@@ -26,6 +26,7 @@ from tests.conftest import (
     CONTAINERS_CONF,
     PodmanService,
     run_cli,
+    service_env,
     wait_for_socket,
 )
 from tests.registry import Registry
@@ -42,8 +43,7 @@ def _events(stderr: str) -> list[dict[str, Any]]:
 
 
 def _start_service(base: Path) -> PodmanService:
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    env.pop("CONTAINER_HOST", None)
+    env = service_env(base)
     service = PodmanService(
         root=base / "root", runroot=base / "run", socket=base / "podman.sock", env=env
     )

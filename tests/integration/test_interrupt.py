@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONTAINERS_CONF, PodmanService, wait_for_socket
+from tests.conftest import (
+    CONTAINERS_CONF,
+    PodmanService,
+    service_env,
+    wait_for_socket,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -192,8 +197,7 @@ def doomed_service() -> Iterator[PodmanService]:
     """A Podman service of its own, for a test that kills it."""
     # Podman rejects a run root path longer than 50 characters.
     base = Path(tempfile.mkdtemp(prefix="bootc-build-doomed-", dir="/tmp"))
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    env.pop("CONTAINER_HOST", None)
+    env = service_env(base)
     service = PodmanService(
         root=base / "root", runroot=base / "run", socket=base / "podman.sock", env=env
     )
