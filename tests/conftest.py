@@ -128,9 +128,8 @@ def _unmount_below(folder: Path) -> None:
 def service_env(base: Path) -> dict[str, str]:
     """Return the environment for a private Podman service and CLI under ``base``.
 
-    TMPDIR points into ``base``: Podman 4.3 otherwise works under /var/tmp,
-    where a build cancelled during its commit leaves an empty ``buildah*``
-    folder behind.
+    TMPDIR points into ``base``. Podman 4.3 otherwise works under /var/tmp,
+    where each run of the interrupt tests left an empty ``buildah*`` folder.
     """
     env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
     for name in _STRIPPED_ENV:
