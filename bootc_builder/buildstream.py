@@ -8,6 +8,13 @@ finished step prints ``--> ID`` (``--> Using cache ID`` for a cache hit), the
 last stage prints ``COMMIT``, and the last line of a successful build is the
 full image id. A failure is a message with ``error`` and ``errorDetail``.
 Output lines without a prefix belong to the stage of the last step line.
+
+A step's own output shares the stream with these markers. So a line that
+looks like one counts as one only where the build can be at that point. A
+step line counts only for the next step, once the previous step finished. A
+layer line counts only when the line after it is the marker Podman prints
+next, and an image id line only as the stream's last line. Other such lines
+are output.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ _LAYER = re.compile(r"^--> (Using cache )?([0-9a-f]{7,64})$")
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 _EXIT_STATUS = re.compile(r"exit status (\d+)")
 _TAGGED = "Successfully tagged "
+_CACHE_HIT = "--> Using cache "
 # First characters of the lines that may be markers rather than output:
 # "[i/N] STEP", "STEP", "--> ID", "COMMIT" and "Successfully tagged".
 _MARKER_STARTS = frozenset("[S-C")
@@ -99,6 +107,8 @@ class BuildMonitor:
         self._tags: list[str] = []
         self._error: str | None = None
         self._sink = line_sink()
+        # A layer or image id line, until the line after it shows what it is.
+        self._unconfirmed: str | None = None
 
     @property
     def current_stage(self) -> StageRecord | None:
@@ -118,6 +128,7 @@ class BuildMonitor:
                 error = detail.get("message")
         if error is not None:
             self._flush_pending()
+            self._confirm_marker()
             self._error = str(error).strip()
             return
         aux = message.get("aux")
@@ -134,6 +145,12 @@ class BuildMonitor:
         # the stream, because builds print hundreds of thousands of them.
         batch: list[str] = []
         for line in lines:
+            if self._unconfirmed is not None:
+                if _confirms(self._unconfirmed, line):
+                    self._confirm_marker()
+                else:
+                    batch.append(self._unconfirmed)
+                    self._unconfirmed = None
             if line[:1] in _MARKER_STARTS or len(line) == _IMAGE_ID_LENGTH:
                 if batch:
                     self._output(batch)
@@ -149,9 +166,17 @@ class BuildMonitor:
     def _flush_pending(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, ""
-            output = self._handle_marker(pending)
-            if output is not None:
-                self._output([output])
+            self._feed_text(pending + "\n")
+
+    def _confirm_marker(self) -> None:
+        """Apply the unconfirmed layer or image id line as the marker it resembles."""
+        line, self._unconfirmed = self._unconfirmed, None
+        if line is None:
+            return
+        if line.startswith("-->"):
+            self._apply_layer(line)
+        else:
+            self._image_id = line
 
     def _handle_marker(self, line: str) -> str | None:
         """Handle a line that may be a step, layer, commit or id marker.
@@ -162,14 +187,12 @@ class BuildMonitor:
         first = line[:1]
         if first in ("[", "S") and self._handle_step(line):
             return None
-        if first == "-" and self._handle_layer(line):
+        if (first == "-" and _LAYER.match(line)) or _IMAGE_ID.match(line):
+            self._unconfirmed = line
             return None
         if first in ("[", "C") and (commit := _COMMIT.match(line)):
             # The stage prefix is dropped: the event carries the stage already.
             return line[commit.start(1) :]
-        if _IMAGE_ID.match(line):
-            self._image_id = line
-            return None
         if line.startswith(_TAGGED):
             self._tags.append(line[len(_TAGGED) :])
         return line
@@ -195,6 +218,8 @@ class BuildMonitor:
         position, _, step, steps, instruction = match.groups()
         index = int(position) - 1 if position is not None else self._target.index
         record = self._stages.get(index)
+        if not self._step_can_start(record, int(step)):
+            return False
         if record is None:
             record = self._start_stage(index, int(steps))
         record.current_step = int(step)
@@ -217,18 +242,31 @@ class BuildMonitor:
                 self._finish_stage(record, "done")
         return True
 
-    def _handle_layer(self, line: str) -> bool:
-        match = _LAYER.match(line)
-        if match is None:
-            return False
-        record = self._current
+    def _step_can_start(self, record: StageRecord | None, step: int) -> bool:
+        """Tell whether a step line for ``step`` of ``record`` can be a marker.
+
+        Podman runs one step at a time: a stage starts at step 1 once no other
+        stage is running, and a step starts once the one before it finished.
+        """
         if record is None:
-            return True
+            current = self._current
+            return step == 1 and (current is None or current.status != "running")
+        return (
+            record.status == "running"
+            and step == record.current_step + 1
+            and record.steps >= record.current_step
+        )
+
+    def _apply_layer(self, line: str) -> None:
+        match = _LAYER.match(line)
+        record = self._current
+        if match is None or record is None:
+            return
         if match.group(1) is not None:
             # A cache hit prints "--> Using cache FULL_ID", then "--> SHORT_ID".
             record.cached_steps += 1
             record.step_cached = True
-            return True
+            return
         record.last_layer = match.group(2)
         record.steps = max(record.steps, record.current_step)
         self._stage_logs[record.index].debug(
@@ -239,7 +277,6 @@ class BuildMonitor:
         )
         if record.current_step >= record.total_steps and record.status == "running":
             self._finish_stage(record, "done")
-        return True
 
     def _start_stage(self, index: int, total_steps: int) -> StageRecord:
         stage = self._stage_at(index)
@@ -283,6 +320,7 @@ class BuildMonitor:
                 without an image id and without an error.
         """
         self._flush_pending()
+        self._confirm_marker()
         duration = round(self._clock() - self._started_at, 3)
         if self._error is not None:
             raise self._failure(self._error)
@@ -334,6 +372,28 @@ class BuildMonitor:
     def stages(self) -> tuple[StageRecord, ...]:
         """Every stage seen so far, in Containerfile order."""
         return tuple(sorted(self._stages.values(), key=lambda r: r.index))
+
+
+def _confirms(marker: str, line: str) -> bool:
+    """Tell whether ``line`` is what Podman prints after ``marker``.
+
+    After a cache hit's layer line comes the short layer id, or the commit in
+    the last step. After a layer line comes the next step, the commit, the
+    tag or the image id. The image id is the last line of a build, so only
+    the stream's end confirms it.
+    """
+    if marker.startswith(_CACHE_HIT):
+        return bool(_COMMIT.match(line)) or (
+            bool(_LAYER.match(line)) and not line.startswith(_CACHE_HIT)
+        )
+    if marker.startswith("-->"):
+        return bool(
+            _STEP.match(line)
+            or _COMMIT.match(line)
+            or _IMAGE_ID.match(line)
+            or line.startswith(_TAGGED)
+        )
+    return False
 
 
 def _from_image(instruction: str) -> str | None:

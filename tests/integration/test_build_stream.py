@@ -12,7 +12,7 @@ import pytest
 from bootc_builder import podman_api
 from bootc_builder.context import ContextArchive
 from bootc_builder.podman_api import PodmanConnection
-from tests.conftest import PodmanService
+from tests.conftest import PodmanService, run_cli
 
 
 def test_build_stream_read_in_batches(
@@ -52,3 +52,46 @@ def test_build_stream_read_in_batches(
     assert "COMMIT" in text
     # The stream ran to its end, where Podman prints the image id.
     assert re.search(r"^[0-9a-f]{64}$", text, re.MULTILINE)
+
+
+def test_marker_lookalikes_logged_as_output(
+    podman_service: PodmanService,
+    busybox_image: str,
+    new_images: set[str],
+    tmp_path: Path,
+) -> None:
+    lookalikes = [
+        "STEP 9/9: RUN fake",
+        "[2/2] STEP 1/2: FROM x",
+        "--> abcdef0",
+        "--> Using cache 0123456789abcdef",
+        "0" * 64,
+        "still stage one",
+    ]
+    script = "; ".join(f"echo '{line}'" for line in lookalikes)
+    (tmp_path / "Containerfile").write_text(
+        f"FROM {busybox_image} AS one\n"
+        f"RUN {script}; touch /done\n"
+        f"FROM {busybox_image} AS two\n"
+        "COPY --from=one /done /done\n"
+    )
+
+    result = run_cli(
+        "build",
+        "--no-cache",
+        "--log-format",
+        "json",
+        str(tmp_path),
+        url=podman_service.url,
+    )
+
+    assert result.exit_code == 0, result.describe()
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    output = [
+        (event["stage"], event["line"])
+        for event in events
+        if event["event"] == "step.output" and event["line"] in lookalikes
+    ]
+    assert output == [("one", line) for line in lookalikes]
+    steps = [(e["stage"], e["step"]) for e in events if e["event"] == "step.started"]
+    assert steps == [("one", 1), ("one", 2), ("two", 1), ("two", 2)]

@@ -200,3 +200,80 @@ def test_failed_from_offers_no_shell() -> None:
 
     assert failure.value.last_layer is None
     assert "podman run" not in str(failure.value)
+
+
+_TWO_STAGES = "FROM scratch AS one\nRUN x\nFROM scratch AS two\nCOPY --from=one /a /b\n"
+
+
+def _fed(messages: list[str]) -> tuple[list[dict[str, Any]], BuildMonitor]:
+    containerfile = parse_containerfile(_TWO_STAGES)
+    monitor = BuildMonitor(
+        containerfile, containerfile.stages[1], structlog.get_logger()
+    )
+    with capture_logs() as events:
+        for text in messages:
+            monitor.feed({"stream": text})
+    return events, monitor
+
+
+def test_marker_lookalikes_in_output_stay_output() -> None:
+    image_id = "c" * 64
+    lookalikes = [
+        "STEP 9/9: RUN fake",
+        "[1/1] STEP 1/1: FROM x",
+        "--> abcdef0",
+        "more output",
+        "[2/2] STEP 1/2: FROM x",
+        "b" * 64,
+        "still stage one",
+    ]
+    events, monitor = _fed(
+        [
+            "[1/2] STEP 1/2: FROM scratch AS one\n[1/2] STEP 2/2: RUN x\n",
+            "".join(line + "\n" for line in lookalikes),
+            "--> 1234567\n[2/2] STEP 1/2: FROM scratch AS two\n",
+            "[2/2] STEP 2/2: COPY --from=one /a /b\nCOMMIT\n--> 89abcde\n",
+            f"{image_id}\n",
+        ]
+    )
+    result = monitor.finish()
+
+    output = [(e["stage"], e["line"]) for e in events if e["event"] == "step.output"]
+    assert output == [("one", line) for line in lookalikes] + [("two", "COMMIT")]
+    steps = [(e["stage"], e["step"]) for e in events if e["event"] == "step.started"]
+    assert steps == [("one", 1), ("one", 2), ("two", 1), ("two", 2)]
+    layers = [e["layer"] for e in events if e["event"] == "step.finished"]
+    assert layers == ["1234567", "89abcde"]
+    assert result.image_id == image_id
+
+
+def test_failure_after_lookalike_blames_running_step() -> None:
+    _, monitor = _fed(
+        [
+            "[1/2] STEP 1/2: FROM scratch AS one\n[1/2] STEP 2/2: RUN x\n",
+            "[2/2] STEP 1/2: FROM x\nstill stage one\n",
+        ]
+    )
+    monitor.feed({"error": "error building at STEP: exit status 5"})
+
+    with pytest.raises(StepFailedError) as failure:
+        monitor.finish()
+
+    assert failure.value.stage == "one"
+    assert failure.value.step == 2
+    assert failure.value.exit_status == 5
+    assert failure.value.tail == ["[2/2] STEP 1/2: FROM x", "still stage one"]
+
+
+def test_layer_line_split_from_next_step() -> None:
+    events, monitor = _fed(
+        [
+            "[1/2] STEP 1/2: FROM scratch AS one\n[1/2] STEP 2/2: RUN x\n--> 1234567\n",
+            "[2/2] STEP 1/2: FROM scratch AS two\n",
+        ]
+    )
+
+    finished = [e for e in events if e["event"] == "step.finished"]
+    assert [e["layer"] for e in finished] == ["1234567"]
+    assert monitor.current_stage is not None
+    assert monitor.current_stage.label == "two"
