@@ -93,8 +93,10 @@ class BuildMonitor:
         logger: Any,
         *,
         clock: Callable[[], float] = time.monotonic,
+        podman_command: str = "podman",
     ) -> None:
         self._containerfile = containerfile
+        self._podman_command = podman_command
         self._target = target
         self._log = logger
         self._clock = clock
@@ -356,7 +358,12 @@ class BuildMonitor:
             record.last_layer = None
         return StepFailedError(
             _describe_failure(
-                record, line, exit_status, error, self._containerfile.path
+                record,
+                line,
+                exit_status,
+                error,
+                self._containerfile.path,
+                self._podman_command,
             ),
             stage=record.label,
             step=record.current_step,
@@ -411,6 +418,7 @@ def _describe_failure(
     exit_status: int | None,
     error: str,
     containerfile: str,
+    podman_command: str,
 ) -> str:
     where = f" ({containerfile}:{line})" if line is not None else ""
     status = f" with exit status {exit_status}" if exit_status is not None else ""
@@ -426,6 +434,6 @@ def _describe_failure(
     if record.last_layer:
         parts.append(
             f"last layer that built: {record.last_layer}; open a shell in it with: "
-            f"podman run --rm -it {record.last_layer} /bin/sh"
+            f"{podman_command} run --rm -it {record.last_layer} /bin/sh"
         )
     return "\n".join(parts)

@@ -126,6 +126,9 @@ def open_connection(explicit_url: str | None) -> Iterator[PodmanConnection]:
             outcome = _try_connect(url)
         if isinstance(outcome, PodmanConnection):
             log.info("podman.connected", url=url, source=source)
+            if source in ("--url", "CONTAINER_HOST"):
+                # A named service may keep its images elsewhere or on another host.
+                outcome.podman_command = f"podman --remote --url {url}"
             with outcome:
                 yield outcome
             return

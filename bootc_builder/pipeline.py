@@ -197,7 +197,9 @@ def run_build(
         BuildFailedError: a step failed or the stream ended without an image.
         PodmanUnreachableError: the service went away during the build.
     """
-    monitor = BuildMonitor(plan.containerfile, plan.target, log)
+    monitor = BuildMonitor(
+        plan.containerfile, plan.target, log, podman_command=connection.podman_command
+    )
     log.info(
         "build.started",
         target=plan.target.label,

@@ -95,6 +95,9 @@ class PodmanConnection:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # The podman command that reaches this service's images. The local CLI
+        # shares storage with the default sockets and with a private service.
+        self.podman_command = "podman"
         with _translate_errors(url, "connect"):
             self._client = APIClient(base_url=url, version=API_VERSION)
 
