@@ -710,6 +710,14 @@ def _usage_message(exc: click.ClickException) -> str:
     context = getattr(exc, "ctx", None)
     if context is not None:
         message += f" (see `{context.command_path} --help`)"
+    else:
+        # click raises some option errors, such as a missing value, without
+        # a context; the command then comes from the command line.
+        group = typer.main.get_command(app)
+        words = sys.argv[1:2]
+        commands = getattr(group, "commands", {})
+        path = " ".join(["bootc-build", *(w for w in words if w in commands)])
+        message += f" (see `{path} --help`)"
     return message
 
 

@@ -205,6 +205,17 @@ def test_unix_url_without_path(tmp_path: Path) -> None:
     assert "socket path" in result.stderr
 
 
+def test_missing_option_value_points_to_help() -> None:
+    # Last on the line, so that no other argument passes for its value.
+    result = run_cli("push", "--retry")
+
+    assert result.exit_code == 2, result.describe()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.describe()
+    assert "'--retry' requires an argument" in lines[0]
+    assert lines[0].endswith("(see `bootc-build push --help`)")
+
+
 def test_help_keeps_brackets() -> None:
     result = run_cli("build", "--help")
 
