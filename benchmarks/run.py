@@ -656,24 +656,18 @@ def endpoint_argv(bench: Bench, context: Path, *, no_cache: bool) -> list[str]:
     the service's work with next to no client work: the least that any client
     of this endpoint can take.
     """
-    from bootc_builder.context import ContextArchive
+    from bootc_builder.config import BuildOptions
+    from bootc_builder.pipeline import build_query, plan_build
+    from bootc_builder.podman_api import API_VERSION
 
+    options = BuildOptions(context, context / "Containerfile", no_cache=no_cache)
+    plan = plan_build(options)
     archive = bench.work / f"{context.name}.tar"
     if not archive.exists():
-        packer = ContextArchive(context, context / "Containerfile")
         with archive.open("wb") as stream:
-            for chunk in packer.chunks():
+            for chunk in plan.archive.chunks():
                 stream.write(chunk)
-    query = [
-        ("dockerfile", json.dumps(["Containerfile"])),
-        ("layers", "true"),
-        ("rm", "true"),
-        ("forcerm", "true"),
-        ("pullpolicy", "missing"),
-        ("outputformat", "application/vnd.oci.image.manifest.v1+json"),
-    ]
-    if no_cache:
-        query.append(("nocache", "true"))
+    query = urllib.parse.urlencode(build_query(options, plan))
     return [
         "curl",
         "--silent",
@@ -690,7 +684,7 @@ def endpoint_argv(bench: Bench, context: Path, *, no_cache: bool) -> list[str]:
         "Expect:",
         "--upload-file",
         str(archive),
-        f"http://podman/v4.0.0/libpod/build?{urllib.parse.urlencode(query)}",
+        f"http://podman/v{API_VERSION}/libpod/build?{query}",
     ]
 
 

@@ -713,10 +713,9 @@ def _usage_message(exc: click.ClickException) -> str:
     else:
         # click raises some option errors, such as a missing value, without
         # a context; the command then comes from the command line.
-        group = typer.main.get_command(app)
-        words = sys.argv[1:2]
-        commands = getattr(group, "commands", {})
-        path = " ".join(["bootc-build", *(w for w in words if w in commands)])
+        commands = getattr(typer.main.get_command(app), "commands", {})
+        word = sys.argv[1] if len(sys.argv) > 1 else ""
+        path = f"bootc-build {word}" if word in commands else "bootc-build"
         message += f" (see `{path} --help`)"
     return message
 

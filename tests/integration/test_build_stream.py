@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bootc_builder import podman_api
-from bootc_builder.context import ContextArchive
+from bootc_builder.config import BuildOptions
+from bootc_builder.pipeline import build_query, plan_build
 from bootc_builder.podman_api import PodmanConnection
 from tests.conftest import PodmanService, run_cli
 
@@ -31,18 +32,13 @@ def test_build_stream_read_in_batches(
 
     monkeypatch.setattr(podman_api, "_chunked_payloads", recording)
     (tmp_path / "Containerfile").write_text(f"FROM {busybox_image}\nRUN seq 1 20000\n")
-    archive = ContextArchive(tmp_path, tmp_path / "Containerfile")
-    params = [
-        ("dockerfile", json.dumps(["Containerfile"])),
-        ("layers", "true"),
-        ("rm", "true"),
-        ("forcerm", "true"),
-        ("nocache", "true"),
-        ("outputformat", "application/vnd.oci.image.manifest.v1+json"),
-    ]
+    options = BuildOptions(tmp_path, tmp_path / "Containerfile", no_cache=True)
+    plan = plan_build(options)
 
     with PodmanConnection(podman_service.url) as connection:
-        messages = list(connection.build(params, archive.chunks()))
+        messages = list(
+            connection.build(build_query(options, plan), plan.archive.chunks())
+        )
 
     # The service's own stream, not requests' line reader, was decoded.
     assert len(readers) == 1
